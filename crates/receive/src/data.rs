@@ -1,0 +1,302 @@
+//! The DATA phase, sans I/O: dot-unstuffing, the end-of-data marker, bare CR/LF normalisation
+//! and the size limit, fed with whatever chunks the socket delivers.
+
+use memchr::memchr2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// After a real CRLF (or at the start): a dot here may stuff or end the data.
+    LineStart,
+    /// Saw a dot at line start.
+    Dot,
+    /// Inside a line.
+    Mid,
+    /// Saw CR; `dot` when the line so far is a single dot.
+    Cr { dot: bool },
+}
+
+/// Decodes the DATA stream into the message bytes.
+///
+/// Only `CRLF . CRLF` ends the data. A bare LF or CR is stored as CRLF, but does not start a line
+/// for the end marker: `LF . CRLF` is message content, never a second message (SMTP smuggling).
+#[derive(Debug)]
+pub struct DataDecoder {
+    state: State,
+    out: Vec<u8>,
+    limit: usize,
+    overflow: bool,
+    bare_newlines: u64,
+}
+
+/// What [`DataDecoder::feed`] found in a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fed {
+    /// Bytes of the chunk consumed; when `done`, the rest belongs to the next command.
+    pub consumed: usize,
+    /// The end-of-data marker was seen.
+    pub done: bool,
+}
+
+impl DataDecoder {
+    /// A decoder that keeps at most `limit` message bytes (more marks it oversized).
+    pub fn new(limit: usize) -> Self {
+        DataDecoder {
+            state: State::LineStart,
+            out: Vec::with_capacity(limit.min(64 * 1024)),
+            limit,
+            overflow: false,
+            bare_newlines: 0,
+        }
+    }
+
+    /// True when the message was larger than the limit; its bytes were dropped.
+    pub fn oversized(&self) -> bool {
+        self.overflow
+    }
+
+    /// How many bare CR or LF were normalised to CRLF.
+    pub fn bare_newlines(&self) -> u64 {
+        self.bare_newlines
+    }
+
+    /// The decoded message.
+    pub fn into_message(self) -> Vec<u8> {
+        self.out
+    }
+
+    fn emit(&mut self, bytes: &[u8]) {
+        if self.overflow {
+            return;
+        }
+        if self.out.len() + bytes.len() > self.limit {
+            self.overflow = true;
+            self.out = Vec::new();
+            return;
+        }
+        self.out.extend_from_slice(bytes);
+    }
+
+    /// Consumes bytes from `chunk` up to and including the end marker.
+    pub fn feed(&mut self, chunk: &[u8]) -> Fed {
+        let mut i = 0;
+        while i < chunk.len() {
+            match self.state {
+                State::Mid => {
+                    // Fast path: copy the run up to the next CR or LF in one go.
+                    match memchr2(b'\r', b'\n', &chunk[i..]) {
+                        None => {
+                            self.emit(&chunk[i..]);
+                            i = chunk.len();
+                        }
+                        Some(n) => {
+                            self.emit(&chunk[i..i + n]);
+                            i += n;
+                            if chunk[i] == b'\r' {
+                                self.state = State::Cr { dot: false };
+                            } else {
+                                self.bare_newlines += 1;
+                                self.emit(b"\r\n");
+                            }
+                            i += 1;
+                        }
+                    }
+                }
+                State::LineStart => {
+                    let b = chunk[i];
+                    i += 1;
+                    match b {
+                        b'.' => self.state = State::Dot,
+                        b'\r' => self.state = State::Cr { dot: false },
+                        b'\n' => {
+                            self.bare_newlines += 1;
+                            self.emit(b"\r\n");
+                            self.state = State::Mid;
+                        }
+                        _ => {
+                            self.emit(&[b]);
+                            self.state = State::Mid;
+                        }
+                    }
+                }
+                State::Dot => {
+                    let b = chunk[i];
+                    i += 1;
+                    match b {
+                        b'\r' => self.state = State::Cr { dot: true },
+                        b'\n' => {
+                            // ".LF" is content: keep the dot, normalise the newline.
+                            self.bare_newlines += 1;
+                            self.emit(b".\r\n");
+                            self.state = State::Mid;
+                        }
+                        // A leading dot followed by anything else is a stuffed dot: drop it.
+                        _ => {
+                            self.emit(&[b]);
+                            self.state = State::Mid;
+                        }
+                    }
+                }
+                State::Cr { dot } => {
+                    let b = chunk[i];
+                    if b == b'\n' {
+                        i += 1;
+                        if dot {
+                            self.state = State::LineStart;
+                            return Fed { consumed: i, done: true };
+                        }
+                        self.emit(b"\r\n");
+                        self.state = State::LineStart;
+                    } else {
+                        // Bare CR: store it as CRLF and read `b` again as line content.
+                        self.bare_newlines += 1;
+                        if dot {
+                            self.emit(b".");
+                        }
+                        self.emit(b"\r\n");
+                        self.state = State::Mid;
+                    }
+                }
+            }
+        }
+        Fed { consumed: i, done: false }
+    }
+}
+
+/// Dot-stuffs CRLF message bytes for sending: a line starting with `.` gets another `.`.
+/// Appends a final CRLF when the message lacks one, and the end marker.
+pub fn stuff(message: &[u8], out: &mut Vec<u8>) {
+    let mut at_line_start = true;
+    let mut rest = message;
+    while !rest.is_empty() {
+        if at_line_start && rest[0] == b'.' {
+            out.push(b'.');
+        }
+        match memchr::memchr(b'\n', rest) {
+            Some(n) => {
+                out.extend_from_slice(&rest[..=n]);
+                rest = &rest[n + 1..];
+                at_line_start = true;
+            }
+            None => {
+                out.extend_from_slice(rest);
+                rest = &[];
+                at_line_start = false;
+            }
+        }
+    }
+    if !message.is_empty() && !message.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn decode_all(input: &[u8]) -> (Vec<u8>, usize, bool) {
+        let mut d = DataDecoder::new(1 << 20);
+        let fed = d.feed(input);
+        (d.into_message(), fed.consumed, fed.done)
+    }
+
+    #[test]
+    fn ends_only_on_crlf_dot_crlf() {
+        let (m, n, done) = decode_all(b"a\r\n..b\r\n.\r\nQUIT\r\n");
+        assert!(done);
+        assert_eq!(m, b"a\r\n.b\r\n");
+        assert_eq!(n, 11);
+        // Empty message.
+        assert_eq!(decode_all(b".\r\n"), (Vec::new(), 3, true));
+    }
+
+    #[test]
+    fn smuggling_forms_do_not_end_data() {
+        for evil in [&b"a\n.\nMAIL FROM:<x>\r\n"[..], b"a\r\n.\nX\r\n", b"a\n.\r\nX\r\n", b"a\r.\r\nX\r\n"] {
+            let (m, _, done) = decode_all(evil);
+            assert!(!done, "{:?} ended data", String::from_utf8_lossy(evil));
+            // Every newline in the stored message is CRLF.
+            let bare = m.windows(2).filter(|w| w[1] == b'\n' && w[0] != b'\r').count();
+            assert_eq!(bare, 0);
+            assert!(!m.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n'));
+        }
+    }
+
+    #[test]
+    fn keeps_eight_bit_and_long_lines() {
+        let mut input = "Subject: héllo\r\n\r\n".as_bytes().to_vec();
+        input.extend(std::iter::repeat_n(b'x', 100_000));
+        input.extend_from_slice(b"\xff\xfe\r\n.\r\n");
+        let (m, _, done) = decode_all(&input);
+        assert!(done);
+        assert_eq!(&m[..], &input[..input.len() - 3]);
+    }
+
+    #[test]
+    fn split_anywhere() {
+        let input = b"a\r\n..b\r\n\r\nc\r\n.\r\n";
+        let whole = decode_all(input).0;
+        for cut in 0..input.len() {
+            let mut d = DataDecoder::new(1 << 20);
+            let f1 = d.feed(&input[..cut]);
+            assert!(!f1.done);
+            let f2 = d.feed(&input[cut..]);
+            assert!(f2.done);
+            assert_eq!(d.into_message(), whole, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn oversize_is_flagged_and_data_still_ends() {
+        let mut d = DataDecoder::new(10);
+        let f = d.feed(b"0123456789abc\r\n.\r\n");
+        assert!(f.done);
+        assert!(d.oversized());
+    }
+
+    fn crlf_text() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just(b".".to_vec()),
+                Just(b"\r\n".to_vec()),
+                Just(b"..".to_vec()),
+                "[a-z \\x80-\\xff]{0,5}".prop_map(|s| s.into_bytes())
+            ],
+            0..40,
+        )
+        .prop_map(|parts| parts.concat())
+        .prop_map(|mut v| {
+            // Only CRLF newlines: what the decoder produces.
+            v.retain(|&b| b != b'\r' && b != b'\n' || b == b'\r');
+            let s = String::from_utf8_lossy(&v).replace('\r', "\r\n");
+            s.into_bytes()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn stuffing_round_trips(msg in crlf_text()) {
+            let mut wire = Vec::new();
+            stuff(&msg, &mut wire);
+            let mut d = DataDecoder::new(1 << 20);
+            let f = d.feed(&wire);
+            prop_assert!(f.done);
+            prop_assert_eq!(f.consumed, wire.len());
+            let mut expect = msg.clone();
+            if !expect.is_empty() && !expect.ends_with(b"\r\n") {
+                expect.extend_from_slice(b"\r\n");
+            }
+            prop_assert_eq!(d.into_message(), expect);
+        }
+
+        #[test]
+        fn decoder_never_panics_and_output_is_crlf(input in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut d = DataDecoder::new(1 << 20);
+            let f = d.feed(&input);
+            prop_assert!(f.consumed <= input.len());
+            let m = d.into_message();
+            prop_assert!(!m.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'));
+        }
+    }
+}

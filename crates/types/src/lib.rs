@@ -1,0 +1,14 @@
+//! Values that flow between strainer's stages, with no I/O: the SMTP envelope and its parameters,
+//! the client facts Postfix forwards with XFORWARD, a received transaction, and SMTP replies.
+//!
+//! Design choice: the message is kept as the exact bytes received (dot-unstuffed, CRLF), never as a
+//! parsed tree, because what passes must be re-sent byte for byte; parsed views borrow from it.
+#![deny(missing_docs)]
+
+mod envelope;
+pub mod headers;
+mod reply;
+pub mod xtext;
+
+pub use envelope::{Body, ClientInfo, Envelope, MailParams, Recipient, Ret, Transaction};
+pub use reply::{Enhanced, Reply, ReplyClass};

@@ -1,0 +1,334 @@
+//! strainer's configuration: the TOML schema with its defaults, loading with errors that name
+//! file, line and key, and the conversion into each crate's own settings.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use strainer_receive::SessionConfig;
+use strainer_relay::RelayConfig;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The receiving side (Postfix's `content_filter` delivers here).
+    pub server: ServerConfig,
+    /// The re-injection side (Postfix's second smtpd).
+    pub relay: RelaySection,
+}
+
+/// Which protocol the listener speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// SMTP (Postfix `smtp` transport).
+    #[default]
+    Smtp,
+    /// LMTP (Postfix `lmtp` transport): one reply per recipient.
+    Lmtp,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// `smtp` or `lmtp`.
+    pub protocol: Protocol,
+    /// Our name in greetings, EHLO and Received headers; must not be Postfix's `$myhostname`.
+    pub hostname: String,
+    /// Concurrent sessions; more are answered 421. Match the scan transport's maxproc.
+    pub max_sessions: usize,
+    /// Largest message in bytes (announced as SIZE).
+    pub max_message_size: usize,
+    /// Recipients per transaction.
+    pub max_recipients: usize,
+    /// Longest command line.
+    pub max_line_length: usize,
+    /// Bad commands tolerated per session.
+    pub max_errors: u32,
+    /// Refuse (554 5.4.6) a message already carrying this many of our Received headers.
+    pub max_passes: usize,
+    /// Clients allowed to send XFORWARD.
+    pub xforward_hosts: Vec<IpNet>,
+    /// Deadlines.
+    pub timeouts: Timeouts,
+}
+
+/// `[server.timeouts]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Waiting for the next command.
+    #[serde(with = "humantime_serde")]
+    pub command: Duration,
+    /// Receiving the whole DATA.
+    #[serde(with = "humantime_serde")]
+    pub data: Duration,
+    /// From end of DATA to our reply; below Postfix's smtp_data_done_timeout (600s).
+    #[serde(with = "humantime_serde")]
+    pub transaction: Duration,
+    /// After SIGTERM, how long transactions in flight may take before they get 421.
+    #[serde(with = "humantime_serde")]
+    pub shutdown: Duration,
+}
+
+/// `[relay]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelaySection {
+    /// `host:port` of Postfix's re-injection smtpd.
+    pub address: String,
+    /// EHLO name towards it; defaults to `server.hostname`.
+    pub hostname: Option<String>,
+    /// Connecting and reading the greeting.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Each command's reply.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// Sending the message and reading the reply to the final dot.
+    #[serde(with = "humantime_serde")]
+    pub data_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 10025)),
+            protocol: Protocol::Smtp,
+            hostname: "strainer.localhost".into(),
+            max_sessions: 20,
+            max_message_size: 20 * 1024 * 1024,
+            max_recipients: 1000,
+            max_line_length: 4096,
+            max_errors: 20,
+            max_passes: 3,
+            xforward_hosts: ["127.0.0.0/8", "::1/128"].iter().filter_map(|s| s.parse().ok()).collect(),
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            command: Duration::from_secs(300),
+            data: Duration::from_secs(300),
+            transaction: Duration::from_secs(300),
+            shutdown: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for RelaySection {
+    fn default() -> Self {
+        RelaySection {
+            address: "127.0.0.1:10026".into(),
+            hostname: None,
+            connect_timeout: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(60),
+            data_timeout: Duration::from_secs(240),
+        }
+    }
+}
+
+/// A configuration error that says where.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}:{line}:{column}: {key}: {message}")]
+pub struct ConfigError {
+    /// File name, or `<default>`.
+    pub origin: String,
+    /// 1-based line (0 when unknown).
+    pub line: usize,
+    /// 1-based column (0 when unknown).
+    pub column: usize,
+    /// Dotted key path, e.g. `server.listen`.
+    pub key: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+    (line, column)
+}
+
+/// Where `key` in `[section]` is written, for errors found after parsing.
+fn locate(text: &str, section: &str, key: &str) -> (usize, usize) {
+    let mut current = String::new();
+    for (i, raw) in text.lines().enumerate() {
+        let l = raw.trim();
+        if let Some(s) = l.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            current = s.trim().to_string();
+        } else if current == section && l.split('=').next().map(str::trim) == Some(key) {
+            return (i + 1, raw.len() - raw.trim_start().len() + 1);
+        }
+    }
+    (0, 0)
+}
+
+impl Config {
+    /// Parses TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let (line, column) = inner.span().map_or((0, 0), |s| line_col(text, s.start));
+            ConfigError { origin: origin.into(), line, column, key, message: inner.message().trim().to_string() }
+        })?;
+        cfg.validate(text, origin)?;
+        Ok(cfg)
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: origin.clone(),
+            line: 0,
+            column: 0,
+            key: "-".into(),
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Config::parse(&text, &origin)
+    }
+
+    fn validate(&self, text: &str, origin: &str) -> Result<(), ConfigError> {
+        let err = |section: &str, key: &str, message: String| {
+            let (line, column) = locate(text, section, key);
+            let full = if section.is_empty() { key.to_string() } else { format!("{section}.{key}") };
+            Err(ConfigError { origin: origin.into(), line, column, key: full, message })
+        };
+        let s = &self.server;
+        let t = &s.timeouts;
+        if s.hostname.is_empty() || s.hostname.contains(char::is_whitespace) {
+            return err("server", "hostname", "must be a host name without spaces".into());
+        }
+        if s.max_sessions == 0 {
+            return err("server", "max_sessions", "must be at least 1".into());
+        }
+        if s.max_recipients == 0 {
+            return err("server", "max_recipients", "must be at least 1".into());
+        }
+        if s.max_message_size < 10_240_000 {
+            return err(
+                "server",
+                "max_message_size",
+                "must be at least Postfix's default message_size_limit (10240000)".into(),
+            );
+        }
+        if s.max_line_length < 512 {
+            return err("server", "max_line_length", "must be at least 512 (RFC 5321)".into());
+        }
+        if s.max_passes == 0 {
+            return err("server", "max_passes", "must be at least 1".into());
+        }
+        if t.transaction >= Duration::from_secs(600) {
+            return err(
+                "server.timeouts",
+                "transaction",
+                "must be below Postfix's smtp_data_done_timeout (600s), or Postfix gives up first and delivers twice"
+                    .into(),
+            );
+        }
+        if t.command.is_zero() || t.data.is_zero() || t.transaction.is_zero() {
+            return err("server.timeouts", "command", "timeouts must be above zero".into());
+        }
+        let r = &self.relay;
+        if r.address.parse::<SocketAddr>().is_err() && !r.address.contains(':') {
+            return err("relay", "address", format!("`{}` is not host:port", r.address));
+        }
+        if r.connect_timeout + r.data_timeout >= t.transaction {
+            return err(
+                "relay",
+                "data_timeout",
+                "relay.connect_timeout + relay.data_timeout must be below server.timeouts.transaction".into(),
+            );
+        }
+        if r.hostname.as_ref().is_some_and(|h| h.is_empty() || h.contains(char::is_whitespace)) {
+            return err("relay", "hostname", "must be a host name without spaces".into());
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, defaults included.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// The receive crate's settings.
+    pub fn session(&self) -> SessionConfig {
+        let s = &self.server;
+        SessionConfig {
+            hostname: s.hostname.clone(),
+            lmtp: s.protocol == Protocol::Lmtp,
+            max_message_size: s.max_message_size,
+            max_recipients: s.max_recipients,
+            max_line_length: s.max_line_length,
+            max_errors: s.max_errors,
+            command_timeout: s.timeouts.command,
+            data_timeout: s.timeouts.data,
+            transaction_timeout: s.timeouts.transaction,
+            xforward_hosts: s.xforward_hosts.clone(),
+        }
+    }
+
+    /// The relay crate's settings.
+    pub fn relay(&self) -> RelayConfig {
+        let r = &self.relay;
+        RelayConfig {
+            address: r.address.clone(),
+            hostname: r.hostname.clone().unwrap_or_else(|| self.server.hostname.clone()),
+            connect_timeout: r.connect_timeout,
+            command_timeout: r.command_timeout,
+            data_timeout: r.data_timeout,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(Config::parse("", "x").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn default_round_trips_through_show() {
+        let d = Config::default();
+        assert_eq!(Config::parse(&d.to_toml(), "shown").unwrap(), d);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = Config::parse("[server]\nlisten = \"127.0.0.1:1\"\nmax_sesions = 3\n", "s.toml").unwrap_err();
+        assert_eq!((e.origin.as_str(), e.line), ("s.toml", 3), "{e}");
+        assert!(e.to_string().contains("max_sesions"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_names_key() {
+        let e = Config::parse("[server]\n\nlisten = \"nowhere\"\n", "s.toml").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert_eq!(e.key, "server.listen");
+        let e = Config::parse("[server.timeouts]\ncommand = \"5 parsecs\"\n", "s.toml").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (2, "server.timeouts.command"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_are_located() {
+        let e = Config::parse("[server.timeouts]\n\ntransaction = \"700s\"\n", "s.toml").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (3, "server.timeouts.transaction"), "{e}");
+        assert!(e.message.contains("600s"));
+    }
+}

@@ -1,0 +1,277 @@
+//! The after-queue filter: what strainer does with each message Postfix hands it. For now the
+//! message passes with a trace header; scanners and policy plug in here as they land.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use strainer_receive::{DataReply, Handler};
+use strainer_relay::{Delivery, Outgoing, RelayConfig, RelayError, deliver, dsn};
+use strainer_types::{ClientInfo, Enhanced, Envelope, Recipient, Reply, ReplyClass, Transaction, headers};
+use tracing::{info, warn};
+
+/// The after-queue handler shared by all sessions.
+pub struct Filter {
+    hostname: String,
+    max_passes: usize,
+    relay: RelayConfig,
+}
+
+/// What happened to one message, for the log line.
+struct Outcome {
+    reply: DataReply,
+    action: &'static str,
+    downstream_id: Option<String>,
+    detail: String,
+}
+
+impl Filter {
+    /// A filter from the effective configuration.
+    pub fn new(config: &crate::config::Config) -> Arc<Self> {
+        Arc::new(Filter {
+            hostname: config.server.hostname.clone(),
+            max_passes: config.server.max_passes,
+            relay: config.relay(),
+        })
+    }
+
+    /// The Received header we put on top; it also marks the message as having passed us.
+    fn received(&self, tx: &Transaction) -> String {
+        let proto = if tx.lmtp { "LMTP" } else { "ESMTP" };
+        let for_rcpt = match tx.envelope.recipients.as_slice() {
+            [one] => format!("\r\n\tfor <{}>", one.address),
+            _ => String::new(),
+        };
+        format!(
+            "Received: from {} ([{}])\r\n\tby {} (strainer) with {proto} id {}{for_rcpt};\r\n\t{}\r\n",
+            sanitize(&tx.peer_helo),
+            tx.peer.ip(),
+            self.hostname,
+            tx.id,
+            chrono::Local::now().to_rfc2822()
+        )
+    }
+
+    async fn process(&self, tx: &Transaction) -> Outcome {
+        let passes = passes(&tx.message);
+        if passes >= self.max_passes {
+            return Outcome {
+                reply: DataReply::One(Reply::new(554, Enhanced(5, 4, 6), "Error: mail forwarding loop detected")),
+                action: "reject",
+                downstream_id: None,
+                detail: format!("loop: already passed strainer {passes} times"),
+            };
+        }
+        let prefix = self.received(tx);
+        let out =
+            Outgoing { envelope: &tx.envelope, client: &tx.client, prefix: prefix.as_bytes(), message: &tx.message };
+        match deliver(&self.relay, out).await {
+            Err(e) => Outcome {
+                reply: DataReply::One(tempfail_for(&e)),
+                action: "tempfail",
+                downstream_id: None,
+                detail: format!("relay {}: {e}", self.relay.address),
+            },
+            Ok(d) if tx.lmtp => self.per_recipient(d),
+            Ok(d) => self.smtp_outcome(tx, d).await,
+        }
+    }
+
+    fn accepted_reply(&self, tx_id: &str, d: &Delivery) -> Reply {
+        let fin = d.data.as_ref().map(Reply::one_line).unwrap_or_default();
+        Reply::new(250, Enhanced(2, 0, 0), format!("Ok, id={tx_id}, from MTA([{}]): {fin}", self.relay.address))
+    }
+
+    fn per_recipient(&self, d: Delivery) -> Outcome {
+        let replies = d
+            .recipients
+            .iter()
+            .map(|r| {
+                if r.is_positive() {
+                    Reply::new(
+                        250,
+                        Enhanced(2, 0, 0),
+                        format!("Ok, from MTA([{}]): {}", self.relay.address, r.one_line()),
+                    )
+                } else {
+                    r.clone()
+                }
+            })
+            .collect::<Vec<_>>();
+        let accepted = d.recipients.iter().filter(|r| r.is_positive()).count();
+        Outcome {
+            action: if accepted == replies.len() { "relayed" } else { "partial" },
+            detail: format!("{accepted}/{} recipients accepted", replies.len()),
+            reply: DataReply::PerRecipient(replies),
+            downstream_id: d.queue_id,
+        }
+    }
+
+    async fn smtp_outcome(&self, tx: &Transaction, d: Delivery) -> Outcome {
+        let classes: Vec<ReplyClass> = d.recipients.iter().map(Reply::class).collect();
+        let accepted = classes.iter().filter(|c| **c == ReplyClass::Positive).count();
+        if accepted == classes.len() {
+            return Outcome {
+                reply: DataReply::One(self.accepted_reply(&tx.id, &d)),
+                action: "relayed",
+                detail: String::new(),
+                downstream_id: d.queue_id,
+            };
+        }
+        // SMTP has one reply for all recipients: any deferral defers the whole message.
+        // Postfix retries it; recipients already accepted downstream may get it twice, never zero times.
+        if let Some(r) = d.recipients.iter().find(|r| r.class() == ReplyClass::Transient) {
+            return Outcome {
+                reply: DataReply::One(Reply {
+                    code: r.code,
+                    enhanced: r.enhanced,
+                    lines: vec![format!("from MTA([{}]): {}", self.relay.address, r.text())],
+                }),
+                action: "tempfail",
+                detail: format!("downstream deferred a recipient ({accepted} accepted, may duplicate on retry)"),
+                downstream_id: d.queue_id,
+            };
+        }
+        if accepted == 0 {
+            let r = &d.recipients[0];
+            return Outcome {
+                reply: DataReply::One(Reply {
+                    code: r.code,
+                    enhanced: r.enhanced,
+                    lines: vec![format!("from MTA([{}]): {}", self.relay.address, r.text())],
+                }),
+                action: "rejected",
+                detail: "downstream refused all recipients".into(),
+                downstream_id: None,
+            };
+        }
+        // Some accepted, the rest refused for good: accept and tell the sender about the rest.
+        let failed: Vec<(&Recipient, &Reply)> =
+            tx.envelope.recipients.iter().zip(&d.recipients).filter(|(_, r)| !r.is_positive()).collect();
+        let names = failed.iter().map(|(r, _)| r.address.as_str()).collect::<Vec<_>>().join(",");
+        if let Some(msg) = dsn::build(&self.hostname, &tx.id, &tx.envelope, &failed, &tx.message) {
+            let env = Envelope {
+                sender: String::new(),
+                params: Default::default(),
+                recipients: vec![Recipient::new(tx.envelope.sender.clone())],
+            };
+            let out = Outgoing { envelope: &env, client: &ClientInfo::default(), prefix: b"", message: &msg };
+            match deliver(&self.relay, out).await {
+                Ok(dd) if dd.all_accepted() => {}
+                other => {
+                    let why = match other {
+                        Ok(dd) => dd.recipients.first().map(Reply::one_line).unwrap_or_default(),
+                        Err(e) => e.to_string(),
+                    };
+                    return Outcome {
+                        reply: DataReply::One(Reply::tempfail(
+                            "Error: cannot send delivery status notification, try again later",
+                        )),
+                        action: "tempfail",
+                        detail: format!(
+                            "DSN for refused {names} not accepted ({why}); accepted recipients may duplicate on retry"
+                        ),
+                        downstream_id: d.queue_id,
+                    };
+                }
+            }
+        }
+        Outcome {
+            reply: DataReply::One(self.accepted_reply(&tx.id, &d)),
+            action: "partial",
+            detail: format!("refused {names}, DSN sent"),
+            downstream_id: d.queue_id,
+        }
+    }
+}
+
+impl Handler for Filter {
+    async fn data(&self, tx: Transaction) -> DataReply {
+        let start = Instant::now();
+        let outcome = self.process(&tx).await;
+        log_message(&tx, &outcome, start);
+        outcome.reply
+    }
+}
+
+fn tempfail_for(e: &RelayError) -> Reply {
+    match e {
+        RelayError::Connect { .. } => {
+            Reply::new(451, Enhanced(4, 4, 1), "Error: cannot reach the re-injection service, try again later")
+        }
+        RelayError::Timeout(_) => Reply::new(451, Enhanced(4, 4, 2), "Error: re-injection timed out, try again later"),
+        RelayError::NoSmtputf8 => {
+            Reply::new(451, Enhanced(4, 6, 7), "Error: re-injection service does not offer SMTPUTF8")
+        }
+        _ => Reply::new(451, Enhanced(4, 3, 0), "Error: re-injection failed, try again later"),
+    }
+}
+
+fn log_message(tx: &Transaction, o: &Outcome, start: Instant) {
+    let queue_id = postfix_queue_id(tx).unwrap_or_else(|| "-".into());
+    let client = client_label(&tx.client, tx);
+    let to = tx.envelope.recipients.iter().map(|r| format!("<{}>", r.address)).collect::<Vec<_>>().join(",");
+    let reply = match &o.reply {
+        DataReply::One(r) => r.one_line(),
+        DataReply::PerRecipient(rs) => rs.iter().map(Reply::one_line).collect::<Vec<_>>().join(" | "),
+    };
+    let elapsed_ms = start.elapsed().as_millis() as u64;
+    let fields = (queue_id, client, format!("<{}>", tx.envelope.sender), to, tx.message.len());
+    if o.action == "tempfail" {
+        warn!(queue_id = %fields.0, id = %tx.id, client = %fields.1, from = %fields.2, to = %fields.3, size = fields.4,
+            verdict = "none", score = "-", action = o.action, downstream_id = o.downstream_id.as_deref().unwrap_or("-"),
+            elapsed_ms, detail = %o.detail, reply = %reply, "message");
+    } else {
+        info!(queue_id = %fields.0, id = %tx.id, client = %fields.1, from = %fields.2, to = %fields.3, size = fields.4,
+            verdict = "clean", score = "-", action = o.action, downstream_id = o.downstream_id.as_deref().unwrap_or("-"),
+            elapsed_ms, detail = %o.detail, reply = %reply, "message");
+    }
+}
+
+fn client_label(c: &ClientInfo, tx: &Transaction) -> String {
+    match (&c.name, &c.addr) {
+        (Some(n), Some(a)) => format!("{n}[{a}]"),
+        (None, Some(a)) => format!("unknown[{a}]"),
+        _ => format!("{}[{}]", sanitize(&tx.peer_helo), tx.peer.ip()),
+    }
+}
+
+/// The Postfix queue id: from XFORWARD IDENT, else from the top Received header (`id XXXX`).
+pub fn postfix_queue_id(tx: &Transaction) -> Option<String> {
+    if let Some(id) = &tx.client.ident {
+        return Some(id.clone());
+    }
+    let top = headers::fields(&tx.message).find(|f| f.name.eq_ignore_ascii_case(b"Received"))?;
+    let v = top.unfolded();
+    let mut words = v.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "id" {
+            let id: String = words.next()?.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+            return (!id.is_empty()).then_some(id);
+        }
+    }
+    None
+}
+
+/// How many of our own Received headers the message already carries.
+pub fn passes(message: &[u8]) -> usize {
+    headers::fields(message)
+        .filter(|f| f.name.eq_ignore_ascii_case(b"Received") && f.unfolded().contains(" (strainer) with "))
+        .count()
+}
+
+/// Keeps a client-supplied name safe for a header: visible ASCII only.
+fn sanitize(s: &str) -> String {
+    let t: String = s.chars().filter(|c| c.is_ascii_graphic()).take(255).collect();
+    if t.is_empty() { "unknown".into() } else { t }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_only_our_received_headers() {
+        let m = b"Received: from a (b) by mx (Postfix) with ESMTP id ABC;\r\n x\r\nReceived: from l ([127.0.0.1])\r\n\tby f (strainer) with ESMTP id Q;\r\n\td\r\n\r\nReceived: from x (strainer) with body\r\n";
+        assert_eq!(passes(m), 1);
+    }
+}

@@ -1,0 +1,22 @@
+//! The `strainer` program's wiring: configuration, the after-queue filter, the listener and the
+//! Postfix wiring it prints. The protocol and scanners live in the crates under `crates/`.
+//!
+//! Design choice: a library beside the binary so that integration tests run the real server
+//! in-process on port 0, with the same code path `strainer serve` uses.
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod filter;
+pub mod postfix;
+pub mod server;
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+
+/// Runs the after-queue filter described by `config` on `listener` until `stop` resolves.
+pub async fn serve(config: &config::Config, listener: TcpListener, stop: impl Future<Output = ()>) {
+    let handler = filter::Filter::new(config);
+    server::run(listener, config.session(), config.server.max_sessions, handler, config.server.timeouts.shutdown, stop)
+        .await;
+}
