@@ -1,0 +1,7 @@
+//! Integration tests: strainer in-process on port 0 between a test client (playing Postfix)
+//! and an in-process SMTP sink (playing the re-injection smtpd).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod relay;
+mod server;
+mod support;
