@@ -332,3 +332,18 @@ mod tests {
         assert!(e.message.contains("600s"));
     }
 }
+
+#[cfg(test)]
+mod readme {
+    use super::*;
+
+    /// The README's annotated configuration is valid and says what the defaults are.
+    #[test]
+    fn readme_example_is_the_default() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("```toml\n").expect("README has a toml block") + 8;
+        let len = readme[start..].find("```").expect("block is closed");
+        let cfg = Config::parse(&readme[start..start + len], "README.md").unwrap();
+        assert_eq!(cfg, Config::default());
+    }
+}

@@ -22,8 +22,7 @@ pub fn wiring(config: &Config) -> String {
 content_filter = scan:{listen}
 # Keep address rewriting for after the filter (FILTER_README).
 receive_override_options = no_address_mappings
-# Must not exceed strainer's SIZE ({size}).
-message_size_limit = {limit}
+# Postfix's message_size_limit (default 10240000) must stay below strainer's SIZE ({size}).
 
 # /etc/postfix/master.cf: the transport to strainer (maxproc = strainer's max_sessions),
 # and the smtpd that takes filtered mail back on {relay}.
@@ -48,7 +47,6 @@ scan      unix  -       -       n       -       {max}      {transport}
     -o smtpd_client_connection_count_limit=0
     -o smtpd_client_connection_rate_limit=0
 ",
-        limit = size.min(10_240_000usize.max(size / 2)),
     )
 }
 

@@ -1,0 +1,85 @@
+//! End-to-end tests through a real Postfix (started by `tests/e2e/postfix-up.sh`, wired as
+//! `strainer postfix-config` says) and the real `strainer` binary.
+//!
+//! Run by `scripts/test.sh`; by hand: `tests/e2e/postfix-up.sh DIR target/debug/strainer`, then
+//! `STRAINER_E2E_DIR=DIR cargo test --test e2e -- --ignored --test-threads=1`.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use support::*;
+
+#[tokio::test]
+#[ignore = "needs the Postfix instance from tests/e2e/postfix-up.sh"]
+async fn message_passes_through_postfix_with_original_bytes_below_our_header() {
+    let e = E2e::new();
+    let _s = e.start_strainer();
+    let token = unique("pass");
+    let msg = format!(
+        "From: Other <other@test.example>\r\nTo: pass@test.example\r\nDate: Wed, 25 Nov 2026 09:00:00 +0000\r\nSubject: {token} caf\u{e9}\r\nMessage-ID: <{token}@test.example>\r\n\
+MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\npreamble\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\
+Content-Transfer-Encoding: 8bit\r\n\r\n\u{fc}ber 8-bit text\r\n.leading dot\r\n..two dots\r\n.\r\n{}\r\n--b1\r\n\
+Content-Type: application/pdf; name=\"a.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJcfsj6IKNSAwIG9iago8PC9MZW5ndGggNiAwIFI+PgpzdHJlYW0K\r\n--b1--\r\n",
+        "z".repeat(900)
+    );
+    e.submit("other@test.example", &["pass@test.example"], &msg).await;
+    let got = e.wait_for("pass", &token, 1, Duration::from_secs(60));
+    let delivered = &got[0];
+    // virtual(8) stores LF line ends; compare in that form.
+    let original = msg.replace("\r\n", "\n");
+    assert!(delivered.ends_with(&original), "original bytes intact:\n{delivered}");
+    let added = &delivered[..delivered.len() - original.len()];
+    assert!(added.contains("by strainer.localhost (strainer) with ESMTP id"), "{added}");
+    assert_eq!(added.matches("(strainer) with").count(), 1);
+}
+
+#[tokio::test]
+#[ignore = "needs the Postfix instance from tests/e2e/postfix-up.sh"]
+async fn message_stays_queued_while_strainer_is_down_and_arrives_after() {
+    let e = E2e::new();
+    let token = unique("queue");
+    let msg = format!("From: other@test.example\r\nTo: queue@test.example\r\nSubject: {token}\r\n\r\nwait for me\r\n");
+    e.submit("other@test.example", &["queue@test.example"], &msg).await;
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(e.messages("queue").iter().all(|m| !m.contains(&token)), "delivered without strainer");
+    assert!(e.queued().contains(&token), "Postfix keeps it queued: {}", e.queued());
+    let _s = e.start_strainer();
+    e.flush();
+    let got = e.wait_for("queue", &token, 1, Duration::from_secs(90));
+    assert!(got[0].contains("wait for me"));
+}
+
+#[tokio::test]
+#[ignore = "needs the Postfix instance from tests/e2e/postfix-up.sh"]
+async fn two_hundred_messages_over_several_connections_arrive_exactly_once() {
+    let e = E2e::new();
+    let _s = e.start_strainer();
+    let run = unique("bulk");
+    let mut tasks = Vec::new();
+    for conn in 0..4 {
+        let run = run.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                let tag = format!("{run}-{conn}-{i}");
+                let msg = format!(
+                    "From: other@test.example\r\nTo: bulk@test.example\r\nSubject: {tag}\r\n\r\nmessage {tag}\r\n"
+                );
+                submit("other@test.example", &["bulk@test.example"], &msg).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let got = E2e::new().wait_for("bulk", &run, 200, Duration::from_secs(180));
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for m in &got {
+        let subject = m.lines().find_map(|l| l.strip_prefix("Subject: ")).unwrap().to_string();
+        *seen.entry(subject).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 200, "every message arrived");
+    assert!(seen.values().all(|&n| n == 1), "none twice: {seen:?}");
+}
