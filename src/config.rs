@@ -138,8 +138,7 @@ impl Default for RelaySection {
 }
 
 /// A configuration error that says where.
-#[derive(Debug, thiserror::Error)]
-#[error("{origin}:{line}:{column}: {key}: {message}")]
+#[derive(Debug)]
 pub struct ConfigError {
     /// File name, or `<default>`.
     pub origin: String,
@@ -152,6 +151,18 @@ pub struct ConfigError {
     /// What is wrong and what to do.
     pub message: String,
 }
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.line, self.key.as_str()) {
+            (0, "") => write!(f, "{}: {}", self.origin, self.message),
+            (0, key) => write!(f, "{}: {key}: {}", self.origin, self.message),
+            (line, key) => write!(f, "{}:{line}:{}: {key}: {}", self.origin, self.column, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
@@ -195,8 +206,8 @@ impl Config {
             origin: origin.clone(),
             line: 0,
             column: 0,
-            key: "-".into(),
-            message: format!("cannot read the file: {e}"),
+            key: String::new(),
+            message: format!("cannot read the configuration file: {e}; give an existing file with --config, or leave --config out to run on the embedded defaults"),
         })?;
         Config::parse(&text, &origin)
     }
