@@ -6,9 +6,11 @@
 #![deny(missing_docs)]
 
 mod envelope;
+mod finding;
 pub mod headers;
 mod reply;
 pub mod xtext;
 
 pub use envelope::{Body, ClientInfo, Envelope, MailParams, Recipient, Ret, Transaction};
+pub use finding::Finding;
 pub use reply::{Enhanced, Reply, ReplyClass};

@@ -1,0 +1,444 @@
+//! Takes a message apart for the scanners: every MIME part (through multiparts, forwarded
+//! messages, uuencoded and BinHex blocks, and zip/tar/gzip archives) flattened into a list with
+//! its path, declared type, file names, sniffed type, decoded size, decoded text and bytes.
+//!
+//! Every limit hit and every ambiguity is a [`Finding`], never a panic, a hang or an unbounded
+//! allocation. Design choice: parsing is delegated to mail-parser, the same parser mail clients
+//! in Rust use, and this crate only walks its result; a pre-scan refuses structures (deeply
+//! nested forwarded messages, tens of thousands of parts) before the parser builds them.
+#![deny(missing_docs)]
+
+mod archive;
+mod inline;
+pub mod sniff;
+
+use std::time::{Duration, Instant};
+
+use mail_parser::decoders::html::html_to_text;
+use mail_parser::parsers::MessageStream;
+use mail_parser::{HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use serde::{Deserialize, Serialize};
+pub use sniff::Kind;
+use strainer_types::{Finding, headers};
+
+/// Limits on what one message may cost to take apart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// MIME parts (leaves and containers) per message.
+    pub max_parts: usize,
+    /// Nesting of multiparts and forwarded messages.
+    pub max_depth: usize,
+    /// Archives inside archives.
+    pub max_archive_depth: usize,
+    /// Archive members per message.
+    pub max_members: usize,
+    /// Decoded bytes per message (parts and archive members together).
+    pub max_decoded_bytes: u64,
+    /// Largest decompression ratio before an archive counts as a bomb.
+    pub max_ratio: u64,
+    /// Wall time for taking one message apart.
+    #[serde(with = "humantime_serde")]
+    pub max_time: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_parts: 1000,
+            max_depth: 20,
+            max_archive_depth: 4,
+            max_members: 5000,
+            max_decoded_bytes: 32 * 1024 * 1024,
+            max_ratio: 200,
+            max_time: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Where a part came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// A MIME part.
+    Mime,
+    /// A uuencoded block in a text part.
+    Uuencode,
+    /// A BinHex block in a text part.
+    Binhex,
+    /// A member of an archive.
+    Archive,
+}
+
+/// One part of the message, flattened.
+#[derive(Debug, Clone, Serialize)]
+pub struct Part {
+    /// Position: `1`, `2.1` as IMAP numbers parts (`0`, `2.0`: a multipart holding numbered
+    /// parts), `2!a.zip!b.exe` for archive members, `1~1` for a uuencoded block in part 1.
+    pub path: String,
+    /// How the part was found.
+    pub origin: Origin,
+    /// Declared content type, lower case (`application/pdf`); empty for archive members.
+    pub content_type: String,
+    /// File names: Content-Disposition `filename` and Content-Type `name` (both when they differ),
+    /// or the archive member's name.
+    pub names: Vec<String>,
+    /// The type its bytes show.
+    pub sniffed: Option<Kind>,
+    /// Decoded size in bytes.
+    pub size: u64,
+    /// An encrypted archive member.
+    pub encrypted: bool,
+    /// The part's MIME headers, decoded and unfolded (for mime_header_checks).
+    #[serde(skip)]
+    pub headers: Vec<(String, String)>,
+    /// Decoded text of text parts (HTML reduced to text).
+    #[serde(skip)]
+    pub text: Option<String>,
+    /// Decoded bytes of leaf parts and archive members, within the decoded-bytes budget.
+    #[serde(skip)]
+    pub data: Option<Vec<u8>>,
+}
+
+/// A message taken apart.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct View {
+    /// Top-level header fields, decoded (RFC 2047) and unfolded.
+    #[serde(skip)]
+    pub headers: Vec<(String, String)>,
+    /// Every part in tree order.
+    pub parts: Vec<Part>,
+    /// Limits hit, ambiguities, archive problems.
+    #[serde(skip)]
+    pub findings: Vec<Finding>,
+}
+
+/// Decodes a raw header value: unfolds and decodes RFC 2047 encoded words.
+pub fn decode_header_value(raw: &[u8]) -> String {
+    let mut v = raw.to_vec();
+    v.extend_from_slice(b"\r\n");
+    match MessageStream::new(&v).parse_unstructured() {
+        HeaderValue::Text(t) => t.trim().to_string(),
+        HeaderValue::TextList(l) => l.join(" "),
+        _ => String::new(),
+    }
+}
+
+struct Walk<'l> {
+    limits: &'l Limits,
+    start: Instant,
+    budget: archive::Budget,
+    view: View,
+    mime_parts: usize,
+}
+
+impl Walk<'_> {
+    fn flag(&mut self, name: &str, detail: impl Into<String>, part: &str) {
+        // One finding per kind and part is enough to act on.
+        if self.view.findings.iter().any(|f| f.name == name && f.part.as_deref() == Some(part)) {
+            return;
+        }
+        self.view.findings.push(Finding::new(name, detail).at(part));
+    }
+
+    fn once(&mut self, name: &str, detail: impl Into<String>) {
+        if !self.view.findings.iter().any(|f| f.name == name) {
+            self.view.findings.push(Finding::new(name, detail));
+        }
+    }
+
+    fn out_of_time(&mut self) -> bool {
+        if self.start.elapsed() > self.limits.max_time {
+            self.once("MIME_LIMIT_TIME", format!("taking the message apart took over {:?}", self.limits.max_time));
+            return true;
+        }
+        false
+    }
+
+    fn walk(&mut self, msg: &Message<'_>, id: usize, path: String, child_base: &str, depth: usize) {
+        let Some(part) = msg.parts.get(id) else { return };
+        if self.out_of_time() {
+            return;
+        }
+        self.mime_parts += 1;
+        if self.mime_parts > self.limits.max_parts {
+            self.once(
+                "MIME_LIMIT_PARTS",
+                format!("more than {} MIME parts; the rest were not checked", self.limits.max_parts),
+            );
+            return;
+        }
+        if depth > self.limits.max_depth {
+            self.once("MIME_LIMIT_DEPTH", format!("MIME nesting deeper than {}", self.limits.max_depth));
+            return;
+        }
+        self.check_ambiguity(msg, part, &path);
+        let content_type = part
+            .content_type()
+            .map(|ct| match ct.subtype() {
+                Some(s) => format!("{}/{}", ct.ctype(), s).to_ascii_lowercase(),
+                None => ct.ctype().to_ascii_lowercase(),
+            })
+            .unwrap_or_else(|| "text/plain".into());
+        let names = part_names(part);
+        let headers = part_headers(msg, part);
+        let mut p = Part {
+            path: path.clone(),
+            origin: Origin::Mime,
+            content_type,
+            names,
+            sniffed: None,
+            size: 0,
+            encrypted: false,
+            headers,
+            text: None,
+            data: None,
+        };
+        match &part.body {
+            PartType::Multipart(children) => {
+                self.check_boundary(msg, part, &p.path);
+                self.view.parts.push(p);
+                for (i, child) in children.iter().enumerate() {
+                    let cp =
+                        if child_base.is_empty() { format!("{}", i + 1) } else { format!("{child_base}.{}", i + 1) };
+                    self.walk(msg, *child as usize, cp.clone(), &cp, depth + 1);
+                }
+            }
+            PartType::Message(inner) => {
+                p.size = inner.raw_message.len() as u64;
+                let base = p.path.clone();
+                self.view.parts.push(p);
+                let inner_root = if matches!(inner.parts.first().map(|r| &r.body), Some(PartType::Multipart(_))) {
+                    format!("{base}.0")
+                } else {
+                    format!("{base}.1")
+                };
+                // The forwarded message's own headers count as a nesting level.
+                self.walk(inner, 0, inner_root, &base, depth + 1);
+            }
+            PartType::Text(t) => self.text_leaf(p, t.to_string(), part.is_encoding_problem),
+            PartType::Html(h) => self.text_leaf(p, html_to_text(h), part.is_encoding_problem),
+            PartType::Binary(b) | PartType::InlineBinary(b) => {
+                if part.is_encoding_problem {
+                    self.flag("MIME_UNDECIPHERABLE", "part could not be decoded", &p.path);
+                }
+                p.size = b.len() as u64;
+                p.sniffed = sniff::sniff(b);
+                let take = b.len().min(usize::try_from(self.budget.bytes_left).unwrap_or(usize::MAX));
+                if take < b.len() {
+                    self.flag("MIME_LIMIT_BYTES", "decoded size over the limit; part not fully checked", &p.path);
+                }
+                self.budget.bytes_left -= take as u64;
+                let kind = p.sniffed;
+                let ppath = p.path.clone();
+                let data = b[..take].to_vec();
+                if let Some(k) = kind.filter(|k| k.is_listable_archive()) {
+                    self.expand(k, &data, &ppath, 1);
+                } else if kind.is_some_and(Kind::is_opaque_archive) {
+                    self.flag(
+                        "ARCHIVE_UNSUPPORTED",
+                        format!("{} archive not opened", kind.map_or("", Kind::name)),
+                        &ppath,
+                    );
+                }
+                p.data = Some(data);
+                // Keep tree order: the archive's members follow the part.
+                let at = self
+                    .view
+                    .parts
+                    .iter()
+                    .position(|q| q.path.starts_with(&format!("{ppath}!")))
+                    .unwrap_or(self.view.parts.len());
+                self.view.parts.insert(at, p);
+            }
+        }
+    }
+
+    fn text_leaf(&mut self, mut p: Part, text: String, problem: bool) {
+        if problem {
+            self.flag("MIME_UNDECIPHERABLE", "text part could not be decoded", &p.path);
+        }
+        p.size = text.len() as u64;
+        let inline = inline::find(&text, usize::try_from(self.budget.bytes_left).unwrap_or(usize::MAX));
+        let base = p.path.clone();
+        p.text = Some(text);
+        self.view.parts.push(p);
+        for (i, found) in inline.into_iter().enumerate() {
+            self.budget.bytes_left = self.budget.bytes_left.saturating_sub(found.data.len() as u64);
+            let sniffed = sniff::sniff(&found.data);
+            let path = format!("{base}~{}", i + 1);
+            self.view.parts.push(Part {
+                path: path.clone(),
+                origin: if found.kind == "binhex" { Origin::Binhex } else { Origin::Uuencode },
+                content_type: String::new(),
+                names: vec![found.name],
+                sniffed,
+                size: found.data.len() as u64,
+                encrypted: false,
+                headers: Vec::new(),
+                text: None,
+                data: Some(found.data.clone()),
+            });
+            if let Some(k) = sniffed.filter(|k| k.is_listable_archive()) {
+                self.expand(k, &found.data, &path, 1);
+            }
+        }
+    }
+
+    fn expand(&mut self, kind: Kind, data: &[u8], path: &str, level: usize) {
+        if level > self.limits.max_archive_depth {
+            self.flag(
+                "ARCHIVE_LIMIT_DEPTH",
+                format!("archives nested deeper than {}", self.limits.max_archive_depth),
+                path,
+            );
+            return;
+        }
+        if self.out_of_time() {
+            return;
+        }
+        let listing = match kind {
+            Kind::Zip => archive::zip(data, &mut self.budget),
+            Kind::Tar => archive::tar(data, &mut self.budget),
+            Kind::Gzip => archive::gzip(data, &mut self.budget),
+            _ => return,
+        };
+        for (name, detail) in listing.issues {
+            self.flag(name, detail, path);
+        }
+        for m in listing.members {
+            let mpath = format!("{path}!{}", m.name);
+            let sniffed = m.data.as_deref().and_then(sniff::sniff);
+            let size = m.data.as_ref().map_or(m.size, |d| d.len() as u64).max(m.size);
+            let nested = sniffed.filter(|k| k.is_listable_archive()).zip(m.data.clone());
+            self.view.parts.push(Part {
+                path: mpath.clone(),
+                origin: Origin::Archive,
+                content_type: String::new(),
+                names: vec![m.name],
+                sniffed,
+                size,
+                encrypted: m.encrypted,
+                headers: Vec::new(),
+                text: None,
+                data: m.data,
+            });
+            if let Some((k, d)) = nested {
+                self.expand(k, &d, &mpath, level + 1);
+            }
+        }
+    }
+
+    fn check_ambiguity(&mut self, msg: &Message<'_>, part: &MessagePart<'_>, path: &str) {
+        let _ = msg;
+        for name in ["content-type", "content-transfer-encoding", "content-disposition"] {
+            let n = part.headers.iter().filter(|h| h.name().eq_ignore_ascii_case(name)).count();
+            if n > 1 {
+                self.flag("MIME_AMBIGUOUS", format!("{n} {name} headers in one part"), path);
+            }
+        }
+    }
+
+    fn check_boundary(&mut self, msg: &Message<'_>, part: &MessagePart<'_>, path: &str) {
+        let Some(boundary) = part.content_type().and_then(|ct| ct.attribute("boundary")) else {
+            self.flag("MIME_AMBIGUOUS", "multipart without a boundary", path);
+            return;
+        };
+        let raw = msg.raw_message.as_ref();
+        let body = raw.get(part.offset_body as usize..).unwrap_or_default();
+        let close = format!("--{boundary}--");
+        if memchr::memmem::find(body, close.as_bytes()).is_none() {
+            self.flag("MIME_AMBIGUOUS", "multipart without its closing boundary", path);
+        }
+    }
+}
+
+fn part_names(part: &MessagePart<'_>) -> Vec<String> {
+    let mut names = Vec::new();
+    let from_cd = part.content_disposition().and_then(|cd| cd.attribute("filename"));
+    let from_ct = part.content_type().and_then(|ct| ct.attribute("name"));
+    for n in [from_cd, from_ct].into_iter().flatten() {
+        if !names.iter().any(|x: &String| x == n) {
+            names.push(n.to_string());
+        }
+    }
+    names
+}
+
+fn part_headers(msg: &Message<'_>, part: &MessagePart<'_>) -> Vec<(String, String)> {
+    let raw = msg.raw_message.as_ref();
+    part.headers
+        .iter()
+        .filter(|h| {
+            let n = h.name();
+            n.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("content-")) || n.eq_ignore_ascii_case("mime-version")
+        })
+        .map(|h| {
+            let v = raw.get(h.offset_start() as usize..h.offset_end() as usize).unwrap_or_default();
+            (h.name().to_string(), decode_header_value(v))
+        })
+        .collect()
+}
+
+/// Cheap structural counts taken before parsing: lines that start a Content-Type header, and
+/// those that declare a forwarded message.
+fn prescan(raw: &[u8]) -> (usize, usize) {
+    let mut ct = 0;
+    let mut msg = 0;
+    for line in raw.split(|&b| b == b'\n') {
+        if line.len() >= 13 && line[..13].eq_ignore_ascii_case(b"content-type:") {
+            ct += 1;
+            let rest = &line[13..];
+            if memchr::memmem::find(&rest.to_ascii_lowercase(), b"message/").is_some() {
+                msg += 1;
+            }
+        }
+    }
+    (ct, msg)
+}
+
+/// Takes `raw` (a whole message, CRLF) apart within `limits`.
+pub fn analyze(raw: &[u8], limits: &Limits) -> View {
+    let mut w = Walk {
+        limits,
+        start: Instant::now(),
+        budget: archive::Budget {
+            bytes_left: limits.max_decoded_bytes,
+            members_left: limits.max_members,
+            max_ratio: limits.max_ratio,
+        },
+        view: View::default(),
+        mime_parts: 0,
+    };
+    w.view.headers = headers::fields(raw)
+        .take(limits.max_parts.max(100))
+        .map(|f| (String::from_utf8_lossy(f.name).into_owned(), decode_header_value(f.value)))
+        .collect();
+    let (ct, nested) = prescan(raw);
+    if nested > limits.max_depth {
+        w.once("MIME_LIMIT_DEPTH", format!("{nested} forwarded messages; message not taken apart"));
+        return w.view;
+    }
+    if ct > limits.max_parts.saturating_mul(2) {
+        w.once("MIME_LIMIT_PARTS", format!("{ct} Content-Type headers; message not taken apart"));
+        return w.view;
+    }
+    let Some(msg) = MessageParser::default().parse(raw) else {
+        w.once("MIME_UNDECIPHERABLE", "not a parseable message");
+        return w.view;
+    };
+    let root = if matches!(msg.parts.first().map(|r| &r.body), Some(PartType::Multipart(_))) { "0" } else { "1" };
+    w.walk(&msg, 0, root.to_string(), "", 0);
+    w.view
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_encoded_words() {
+        assert_eq!(decode_header_value(b" =?utf-8?q?caf=C3=A9?= ok"), "café ok");
+        assert_eq!(decode_header_value(b" plain\r\n\tfolded"), "plain folded");
+    }
+}
