@@ -1,0 +1,427 @@
+//! Postfix regexp tables (`regexp_table(5)`): `/pattern/flags ACTION text`, `!/pattern/`,
+//! `if`/`endif`, continuation lines and comments, with the actions Postfix administrators know
+//! from `header_checks`/`body_checks` plus `SCORE n` for the spam score.
+//!
+//! Design choice: all of a table's patterns are compiled into one `RegexSet`, so an input is
+//! scanned once however many rules there are (the regex crate's literal prefilters, built on
+//! aho-corasick, keep literal-heavy tables cheap); the table is then walked in order over the
+//! set of matches, which keeps Postfix's first-match and `if` semantics exactly.
+#![deny(missing_docs)]
+
+use std::fmt;
+
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+
+/// What a matching rule says to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Refuse the message with this text.
+    Reject(String),
+    /// Accept and drop the message.
+    Discard(String),
+    /// Log only (WARN and INFO).
+    Warn(String),
+    /// Remove the matched header.
+    Ignore,
+    /// Add this header line on top.
+    Prepend(String),
+    /// Hold the message (quarantine).
+    Hold(String),
+    /// Add to the spam score.
+    Score(f64, String),
+    /// Stop looking: no action (OK and DUNNO).
+    Dunno,
+}
+
+impl Action {
+    /// The upper-case action name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Reject(_) => "REJECT",
+            Action::Discard(_) => "DISCARD",
+            Action::Warn(_) => "WARN",
+            Action::Ignore => "IGNORE",
+            Action::Prepend(_) => "PREPEND",
+            Action::Hold(_) => "HOLD",
+            Action::Score(..) => "SCORE",
+            Action::Dunno => "DUNNO",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Reject(t) | Action::Discard(t) | Action::Warn(t) | Action::Prepend(t) | Action::Hold(t)
+                if !t.is_empty() =>
+            {
+                write!(f, "{} {t}", self.name())
+            }
+            Action::Score(n, t) if !t.is_empty() => write!(f, "SCORE {n} {t}"),
+            Action::Score(n, _) => write!(f, "SCORE {n}"),
+            _ => f.write_str(self.name()),
+        }
+    }
+}
+
+/// A table error: file, line, problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    /// The file.
+    pub origin: String,
+    /// 1-based line where the rule starts.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.origin, self.line, self.message)
+    }
+}
+
+impl std::error::Error for RuleError {}
+
+#[derive(Debug)]
+enum Rule {
+    Match { pat: usize, negate: bool, action: Action, line: usize },
+    If { pat: usize, negate: bool, end: usize },
+    Endif,
+}
+
+/// A compiled table.
+#[derive(Debug)]
+pub struct Table {
+    origin: String,
+    rules: Vec<Rule>,
+    set: RegexSet,
+    regexes: Vec<Regex>,
+}
+
+/// A rule that matched an input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    /// The action, `$n` substituted.
+    pub action: Action,
+    /// The table's file.
+    pub origin: String,
+    /// The rule's line.
+    pub line: usize,
+}
+
+/// Splits `/pattern/flags rest` (any delimiter) into its parts.
+fn split_pattern(s: &str) -> Option<(&str, &str, &str)> {
+    let delim = s.chars().next()?;
+    if delim.is_alphanumeric() || delim.is_whitespace() {
+        return None;
+    }
+    let body = &s[delim.len_utf8()..];
+    let mut escaped = false;
+    for (i, c) in body.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if c == delim {
+            let pattern = &body[..i];
+            let after = &body[i + c.len_utf8()..];
+            let flags_end = after.find(char::is_whitespace).unwrap_or(after.len());
+            return Some((pattern, &after[..flags_end], after[flags_end..].trim()));
+        }
+    }
+    None
+}
+
+fn parse_action(s: &str) -> Result<Action, String> {
+    let (word, text) = s.split_once(char::is_whitespace).map_or((s, ""), |(w, t)| (w, t.trim()));
+    let text = text.to_string();
+    Ok(match word.to_ascii_uppercase().as_str() {
+        "REJECT" => Action::Reject(text),
+        "DISCARD" => Action::Discard(text),
+        "WARN" | "INFO" => Action::Warn(text),
+        "IGNORE" => Action::Ignore,
+        "PREPEND" => {
+            let ok = text
+                .split_once(':')
+                .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic() && b != b':'));
+            if !ok {
+                return Err(format!("PREPEND needs a header line `Name: value`, not `{text}`"));
+            }
+            Action::Prepend(text)
+        }
+        "HOLD" => Action::Hold(text),
+        "OK" | "DUNNO" => Action::Dunno,
+        "SCORE" => {
+            let (n, rest) = text.split_once(char::is_whitespace).map_or((text.as_str(), ""), |(n, r)| (n, r.trim()));
+            let n: f64 = n.parse().map_err(|_| format!("SCORE needs a number, not `{n}`"))?;
+            if !n.is_finite() {
+                return Err("SCORE needs a finite number".into());
+            }
+            Action::Score(n, rest.to_string())
+        }
+        "" => return Err("missing action".into()),
+        "FILTER" | "REDIRECT" | "BCC" | "REPLACE" | "STRIP" | "BOUNCE" => {
+            return Err(format!("{word} is a Postfix cleanup action; use it in Postfix's own header_checks"));
+        }
+        _ => {
+            return Err(format!(
+                "unknown action `{word}` (REJECT, DISCARD, WARN, INFO, IGNORE, PREPEND, HOLD, OK, DUNNO, SCORE)"
+            ));
+        }
+    })
+}
+
+impl Table {
+    /// Parses and compiles a table; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Table, RuleError> {
+        // Join continuation lines into logical lines, remembering where each starts.
+        let mut logical: Vec<(usize, String)> = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let trimmed = raw.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            if raw.starts_with(char::is_whitespace) {
+                if let Some((_, last)) = logical.last_mut() {
+                    last.push(' ');
+                    last.push_str(trimmed);
+                    continue;
+                }
+            }
+            logical.push((i + 1, trimmed.to_string()));
+        }
+        let mut patterns = Vec::new();
+        let mut rules = Vec::new();
+        let mut open: Vec<(usize, usize)> = Vec::new();
+        for (line, l) in logical {
+            let err = |message: String| RuleError { origin: origin.into(), line, message };
+            if l.eq_ignore_ascii_case("endif") {
+                let (idx, _) = open.pop().ok_or_else(|| err("endif without if".into()))?;
+                let end = rules.len();
+                if let Some(Rule::If { end: e, .. }) = rules.get_mut(idx) {
+                    *e = end;
+                }
+                rules.push(Rule::Endif);
+                continue;
+            }
+            let (is_if, rest) = match l.get(..3) {
+                Some(p) if p.eq_ignore_ascii_case("if ") => (true, l[3..].trim_start()),
+                _ => (false, l.as_str()),
+            };
+            let (negate, rest) = match rest.strip_prefix('!') {
+                Some(r) => (true, r),
+                None => (false, rest),
+            };
+            let (pat, flags, tail) =
+                split_pattern(rest).ok_or_else(|| err(format!("expected /pattern/ but found `{rest}`")))?;
+            let mut b = RegexBuilder::new(pat);
+            b.case_insensitive(true).size_limit(1 << 20);
+            for f in flags.chars() {
+                match f {
+                    'i' => b.case_insensitive(false),
+                    'm' => b.multi_line(true),
+                    'x' => b.ignore_whitespace(true),
+                    _ => return Err(err(format!("unknown flag `{f}` (i, m, x)"))),
+                };
+            }
+            let re = b.build().map_err(|e| err(format!("bad regular expression: {e}")))?;
+            let inline: String = [(!flags.contains('i'), 'i'), (flags.contains('m'), 'm'), (flags.contains('x'), 'x')]
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, f)| *f)
+                .collect();
+            let inline = if inline.is_empty() { pat.to_string() } else { format!("(?{inline}){pat}") };
+            let idx = patterns.len();
+            patterns.push((re, inline));
+            if is_if {
+                if !tail.is_empty() {
+                    return Err(err("`if` takes only a pattern".into()));
+                }
+                open.push((rules.len(), line));
+                rules.push(Rule::If { pat: idx, negate, end: usize::MAX });
+            } else {
+                let action = parse_action(tail).map_err(err)?;
+                rules.push(Rule::Match { pat: idx, negate, action, line });
+            }
+        }
+        if let Some((_, line)) = open.pop() {
+            return Err(RuleError { origin: origin.into(), line, message: "if without endif".into() });
+        }
+        // A RegexSet takes no per-pattern options, so each pattern carries its flags inline.
+        let set = RegexSetBuilder::new(patterns.iter().map(|(_, inline)| inline.as_str()))
+            .size_limit(64 << 20)
+            .dfa_size_limit(16 << 20)
+            .build()
+            .map_err(|e| RuleError {
+                origin: origin.into(),
+                line: 0,
+                message: format!("the table does not compile as a whole: {e}"),
+            })?;
+        Ok(Table { origin: origin.into(), rules, set, regexes: patterns.into_iter().map(|(r, _)| r).collect() })
+    }
+
+    /// Number of rules (if/endif included).
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// True for a table without rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The first rule that applies to `input`, as Postfix's lookup would find it.
+    pub fn lookup(&self, input: &str) -> Option<Hit> {
+        if self.rules.is_empty() {
+            return None;
+        }
+        let matches = self.set.matches(input);
+        let mut i = 0;
+        while i < self.rules.len() {
+            match &self.rules[i] {
+                Rule::If { pat, negate, end } => {
+                    if matches.matched(*pat) == *negate {
+                        i = *end;
+                    }
+                }
+                Rule::Endif => {}
+                Rule::Match { pat, negate, action, line } => {
+                    if matches.matched(*pat) != *negate {
+                        let action =
+                            if *negate { action.clone() } else { substitute(action, &self.regexes[*pat], input) };
+                        return Some(Hit { action, origin: self.origin.clone(), line: *line });
+                    }
+                }
+            }
+            i += 1;
+        }
+        None
+    }
+}
+
+fn substitute(action: &Action, re: &Regex, input: &str) -> Action {
+    let text = match action {
+        Action::Reject(t)
+        | Action::Discard(t)
+        | Action::Warn(t)
+        | Action::Prepend(t)
+        | Action::Hold(t)
+        | Action::Score(_, t) => t,
+        _ => return action.clone(),
+    };
+    if !text.contains('$') {
+        return action.clone();
+    }
+    let Some(caps) = re.captures(input) else { return action.clone() };
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '$' {
+            out.push(c);
+            continue;
+        }
+        let braced = chars.peek() == Some(&'{');
+        if braced {
+            chars.next();
+        }
+        let mut num = String::new();
+        while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+            num.push(*d);
+            chars.next();
+        }
+        if braced {
+            chars.next_if_eq(&'}');
+        }
+        match num.parse::<usize>() {
+            Ok(n) => out.push_str(caps.get(n).map_or("", |m| m.as_str())),
+            Err(_) => out.push('$'),
+        }
+    }
+    // Matched text must not break a header or a reply.
+    let out: String = out.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    match action {
+        Action::Reject(_) => Action::Reject(out),
+        Action::Discard(_) => Action::Discard(out),
+        Action::Warn(_) => Action::Warn(out),
+        Action::Prepend(_) => Action::Prepend(out),
+        Action::Hold(_) => Action::Hold(out),
+        Action::Score(n, _) => Action::Score(*n, out),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn t(s: &str) -> Table {
+        Table::parse(s, "t").unwrap()
+    }
+
+    #[test]
+    fn first_match_wins_and_case_is_ignored_by_default() {
+        let tb = t("/^Subject:.*viagra/ REJECT no pills\n/^Subject:/ WARN subject seen\n");
+        assert_eq!(tb.lookup("Subject: VIAGRA now").unwrap().action, Action::Reject("no pills".into()));
+        assert_eq!(tb.lookup("subject: hello").unwrap().action, Action::Warn("subject seen".into()));
+        assert!(tb.lookup("From: x").is_none());
+        let cs = t("/^Subject: ABC/i REJECT\n");
+        assert!(cs.lookup("Subject: abc").is_none(), "flag i makes it case-sensitive");
+    }
+
+    #[test]
+    fn negation_if_endif_and_continuations() {
+        let tb = t("# comment\nif /^Received:/\n!/from trusted/ SCORE 1.5 untrusted\n  hop\nendif\n/./ DUNNO\n");
+        assert_eq!(tb.lookup("Received: from evil").unwrap().action, Action::Score(1.5, "untrusted hop".into()));
+        assert_eq!(tb.lookup("Received: from trusted").unwrap().action, Action::Dunno);
+        assert_eq!(tb.lookup("X: y").unwrap().line, 6);
+        let nested = t("if /a/\nif !/b/\n/c/ HOLD\nendif\nendif\n");
+        assert!(nested.lookup("ac").is_some());
+        assert!(nested.lookup("abc").is_none());
+        assert!(nested.lookup("c").is_none());
+    }
+
+    #[test]
+    fn substitution_and_other_delimiters() {
+        let tb = t("%^Subject: (\\w+) (\\w+)% REJECT bad $2 and ${1}$\n");
+        assert_eq!(tb.lookup("Subject: cheap pills").unwrap().action, Action::Reject("bad pills and cheap$".into()));
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        for (src, line, part) in [
+            ("/a/ REJECT\n\n/b/ FROB\n", 3, "unknown action"),
+            ("/a(/ REJECT\n", 1, "bad regular expression"),
+            ("if /a/\n/b/ REJECT\n", 1, "if without endif"),
+            ("endif\n", 1, "endif without if"),
+            ("/a/q REJECT\n", 1, "unknown flag"),
+            ("/a/ PREPEND nonsense\n", 1, "PREPEND needs"),
+            ("/a/ SCORE x\n", 1, "SCORE needs"),
+            ("/a/ REDIRECT x@y\n", 1, "Postfix cleanup action"),
+            ("/unterminated REJECT\n", 1, "expected /pattern/"),
+            ("/a/\n", 1, "missing action"),
+        ] {
+            let e = Table::parse(src, "checks").unwrap_err();
+            assert_eq!(e.line, line, "{src}: {e}");
+            assert!(e.message.contains(part), "{src}: {e}");
+            assert!(e.to_string().starts_with(&format!("checks:{line}: ")));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_never_panics(s in "(\\PC|\\n|/|!| |#|\\$){0,200}") {
+            if let Ok(tb) = Table::parse(&s, "p") {
+                let _ = tb.lookup(&s);
+            }
+        }
+
+        #[test]
+        fn lookup_never_panics(lines in proptest::collection::vec("[a-z/!$ ]{0,12} (REJECT|WARN|SCORE 1|DUNNO) ?\\$?[0-9]?", 0..10), input in "\\PC{0,50}") {
+            if let Ok(tb) = Table::parse(&lines.join("\n"), "p") {
+                let _ = tb.lookup(&input);
+            }
+        }
+    }
+}
