@@ -182,12 +182,10 @@ impl Table {
             if trimmed.is_empty() || trimmed.starts_with('#') {
                 continue;
             }
-            if raw.starts_with(char::is_whitespace) {
-                if let Some((_, last)) = logical.last_mut() {
-                    last.push(' ');
-                    last.push_str(trimmed);
-                    continue;
-                }
+            if let Some((_, last)) = logical.last_mut().filter(|_| raw.starts_with(char::is_whitespace)) {
+                last.push(' ');
+                last.push_str(trimmed);
+                continue;
             }
             logical.push((i + 1, trimmed.to_string()));
         }
