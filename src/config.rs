@@ -18,6 +18,12 @@ pub struct Config {
     pub server: ServerConfig,
     /// The re-injection side (Postfix's second smtpd).
     pub relay: RelaySection,
+    /// Limits on taking a message apart.
+    pub mime: strainer_mime::Limits,
+    /// The banned-attachments scanner.
+    pub banned: crate::scanners::BannedConfig,
+    /// Postfix-style rule maps.
+    pub rules: crate::scanners::RulesConfig,
 }
 
 /// Which protocol the listener speaks.

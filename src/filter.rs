@@ -1,10 +1,13 @@
-//! The after-queue filter: what strainer does with each message Postfix hands it. For now the
-//! message passes with a trace header; scanners and policy plug in here as they land.
+//! The after-queue filter: what strainer does with each message Postfix hands it: loop check,
+//! local scanners, a decision, then re-injection with our headers on top (or a refusal).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use strainer_receive::{DataReply, Handler};
+
+use crate::decide::{Decision, decide};
+use crate::scanners::Local;
 use strainer_relay::{Delivery, Outgoing, RelayConfig, RelayError, deliver, dsn};
 use strainer_types::{ClientInfo, Enhanced, Envelope, Recipient, Reply, ReplyClass, Transaction, headers};
 use tracing::{info, warn};
@@ -14,6 +17,7 @@ pub struct Filter {
     hostname: String,
     max_passes: usize,
     relay: RelayConfig,
+    local: Arc<Local>,
 }
 
 /// What happened to one message, for the log line.
@@ -24,13 +28,20 @@ struct Outcome {
     detail: String,
 }
 
+/// What the scanners said, for the log line.
+struct Verdict {
+    verdict: &'static str,
+    score: f64,
+}
+
 impl Filter {
-    /// A filter from the effective configuration.
-    pub fn new(config: &crate::config::Config) -> Arc<Self> {
+    /// A filter from the effective configuration and its compiled scanners.
+    pub fn new(config: &crate::config::Config, local: Arc<Local>) -> Arc<Self> {
         Arc::new(Filter {
             hostname: config.server.hostname.clone(),
             max_passes: config.server.max_passes,
             relay: config.relay(),
+            local,
         })
     }
 
@@ -51,7 +62,7 @@ impl Filter {
         )
     }
 
-    async fn process(&self, tx: &Transaction) -> Outcome {
+    async fn process(&self, tx: &Arc<Transaction>, v: &mut Verdict) -> Outcome {
         let passes = passes(&tx.message);
         if passes >= self.max_passes {
             return Outcome {
@@ -61,9 +72,48 @@ impl Filter {
                 detail: format!("loop: already passed strainer {passes} times"),
             };
         }
-        let prefix = self.received(tx);
-        let out =
-            Outgoing { envelope: &tx.envelope, client: &tx.client, prefix: prefix.as_bytes(), message: &tx.message };
+        // Taking the message apart is CPU work: keep it off the threads that serve sessions.
+        let (local, t) = (Arc::clone(&self.local), Arc::clone(tx));
+        let report = match tokio::task::spawn_blocking(move || local.scan(&t.message)).await {
+            Ok(r) => r,
+            Err(e) => {
+                v.verdict = "none";
+                return Outcome {
+                    reply: DataReply::One(Reply::tempfail("Error: content check failed, try again later")),
+                    action: "tempfail",
+                    downstream_id: None,
+                    detail: format!("scanner crashed: {e}"),
+                };
+            }
+        };
+        let decided = decide(&report);
+        v.verdict = decided.verdict;
+        v.score = decided.score;
+        let (add, remove) = match decided.decision {
+            Decision::Reject(r) => {
+                return Outcome {
+                    reply: DataReply::One(r),
+                    action: "reject",
+                    downstream_id: None,
+                    detail: decided.reason,
+                };
+            }
+            Decision::Discard(why) => {
+                let r = Reply::new(250, Enhanced(2, 7, 0), format!("Ok, discarded, id={}", tx.id));
+                return Outcome { reply: DataReply::One(r), action: "discard", downstream_id: None, detail: why };
+            }
+            Decision::Deliver { add, remove } => (add, remove),
+        };
+        let mut prefix = self.received(tx);
+        add.iter().for_each(|h| prefix.push_str(h));
+        let trimmed;
+        let message: &[u8] = if remove.is_empty() {
+            &tx.message
+        } else {
+            trimmed = without(&tx.message, &remove);
+            &trimmed
+        };
+        let out = Outgoing { envelope: &tx.envelope, client: &tx.client, prefix: prefix.as_bytes(), message };
         match deliver(&self.relay, out).await {
             Err(e) => Outcome {
                 reply: DataReply::One(tempfail_for(&e)),
@@ -74,6 +124,7 @@ impl Filter {
             Ok(d) if tx.lmtp => self.per_recipient(d),
             Ok(d) => self.smtp_outcome(tx, d).await,
         }
+        .with_reason(&decided.reason)
     }
 
     fn accepted_reply(&self, tx_id: &str, d: &Delivery) -> Reply {
@@ -184,11 +235,39 @@ impl Filter {
     }
 }
 
+impl Outcome {
+    fn with_reason(mut self, reason: &str) -> Self {
+        if !reason.is_empty() {
+            self.detail =
+                if self.detail.is_empty() { reason.to_string() } else { format!("{}; {reason}", self.detail) };
+        }
+        self
+    }
+}
+
+/// The message without the given byte ranges (header fields an IGNORE rule removed).
+fn without(message: &[u8], ranges: &[(usize, usize)]) -> Vec<u8> {
+    let mut sorted = ranges.to_vec();
+    sorted.sort_unstable();
+    let mut out = Vec::with_capacity(message.len());
+    let mut at = 0;
+    for (s, e) in sorted {
+        if s >= at && e <= message.len() {
+            out.extend_from_slice(&message[at..s]);
+            at = e;
+        }
+    }
+    out.extend_from_slice(&message[at..]);
+    out
+}
+
 impl Handler for Filter {
     async fn data(&self, tx: Transaction) -> DataReply {
         let start = Instant::now();
-        let outcome = self.process(&tx).await;
-        log_message(&tx, &outcome, start);
+        let tx = Arc::new(tx);
+        let mut v = Verdict { verdict: "clean", score: 0.0 };
+        let outcome = self.process(&tx, &mut v).await;
+        log_message(&tx, &outcome, &v, start);
         outcome.reply
     }
 }
@@ -206,7 +285,7 @@ fn tempfail_for(e: &RelayError) -> Reply {
     }
 }
 
-fn log_message(tx: &Transaction, o: &Outcome, start: Instant) {
+fn log_message(tx: &Transaction, o: &Outcome, v: &Verdict, start: Instant) {
     let queue_id = postfix_queue_id(tx).unwrap_or_else(|| "-".into());
     let client = client_label(&tx.client, tx);
     let to = tx.envelope.recipients.iter().map(|r| format!("<{}>", r.address)).collect::<Vec<_>>().join(",");
@@ -218,11 +297,11 @@ fn log_message(tx: &Transaction, o: &Outcome, start: Instant) {
     let fields = (queue_id, client, format!("<{}>", tx.envelope.sender), to, tx.message.len());
     if o.action == "tempfail" {
         warn!(queue_id = %fields.0, id = %tx.id, client = %fields.1, from = %fields.2, to = %fields.3, size = fields.4,
-            verdict = "none", score = "-", action = o.action, downstream_id = o.downstream_id.as_deref().unwrap_or("-"),
+            verdict = v.verdict, score = v.score, action = o.action, downstream_id = o.downstream_id.as_deref().unwrap_or("-"),
             elapsed_ms, detail = %o.detail, reply = %reply, "message");
     } else {
         info!(queue_id = %fields.0, id = %tx.id, client = %fields.1, from = %fields.2, to = %fields.3, size = fields.4,
-            verdict = "clean", score = "-", action = o.action, downstream_id = o.downstream_id.as_deref().unwrap_or("-"),
+            verdict = v.verdict, score = v.score, action = o.action, downstream_id = o.downstream_id.as_deref().unwrap_or("-"),
             elapsed_ms, detail = %o.detail, reply = %reply, "message");
     }
 }

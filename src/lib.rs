@@ -6,17 +6,27 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod decide;
 pub mod filter;
 pub mod postfix;
+pub mod scan_cmd;
+pub mod scanners;
 pub mod server;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-/// Runs the after-queue filter described by `config` on `listener` until `stop` resolves.
-pub async fn serve(config: &config::Config, listener: TcpListener, stop: impl Future<Output = ()>) {
-    let handler = filter::Filter::new(config);
+/// Runs the after-queue filter described by `config`, with its compiled scanners, on
+/// `listener` until `stop` resolves.
+pub async fn serve(
+    config: &config::Config,
+    local: Arc<scanners::Local>,
+    listener: TcpListener,
+    stop: impl Future<Output = ()>,
+) {
+    let handler = filter::Filter::new(config, local);
     server::run(listener, config.session(), config.server.max_sessions, handler, config.server.timeouts.shutdown, stop)
         .await;
 }

@@ -6,7 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use std::io::Read;
+
 use strainer::config::Config;
+use strainer::scanners::Local;
 use tracing_subscriber::EnvFilter;
 
 /// A content filter for Postfix.
@@ -39,6 +42,35 @@ enum Cmd {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Take messages apart and show parts, findings and what strainer would do (reads stdin
+    /// when no file is given; mbox `From ` lines and LF line ends are accepted).
+    Scan {
+        /// Message files (`-` for stdin).
+        files: Vec<PathBuf>,
+        /// One JSON object per message instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Configuration file; without it the embedded defaults are used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Work with rule maps.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCmd {
+    /// Look INPUT up in a Postfix regexp table, as `postmap -q` does: prints the action and exits 0,
+    /// or exits 1 when no rule matches.
+    Test {
+        /// The table file.
+        map: PathBuf,
+        /// The header line or body line to look up, e.g. 'Subject: cheap pills'.
+        input: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -63,6 +95,38 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     }
 }
 
+/// Compiles the scanners; relative rule paths are taken from the config file's folder.
+fn compile(config: &Config, path: Option<&PathBuf>) -> anyhow::Result<Local> {
+    let base = path.and_then(|p| p.parent()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let origin = path.map_or("<default config>".to_string(), |p| p.display().to_string());
+    Local::compile(config, &base).with_context(|| origin)
+}
+
+fn scan(files: &[PathBuf], json: bool, local: &Local) -> anyhow::Result<bool> {
+    let inputs: Vec<PathBuf> = if files.is_empty() { vec![PathBuf::from("-")] } else { files.to_vec() };
+    let mut all_clean = true;
+    for f in &inputs {
+        let bytes = if f.as_os_str() == "-" {
+            let mut b = Vec::new();
+            std::io::stdin().read_to_end(&mut b).context("cannot read the message from stdin")?;
+            b
+        } else {
+            std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?
+        };
+        let msg = strainer::scan_cmd::as_received(bytes);
+        let report = local.scan(&msg);
+        let outcome = strainer::decide::decide(&report);
+        all_clean &= outcome.verdict == "clean";
+        let label = f.display().to_string();
+        if json {
+            println!("{}", strainer::scan_cmd::render_json(&label, &report, &outcome));
+        } else {
+            print!("{}", strainer::scan_cmd::render(&label, &report, &outcome));
+        }
+    }
+    Ok(all_clean)
+}
+
 fn init_logging(level: &str) {
     let filter = std::env::var("STRAINER_LOG")
         .ok()
@@ -78,7 +142,7 @@ fn init_logging(level: &str) {
         .init();
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, local: Local) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.server.listen).await.with_context(|| {
         format!("cannot listen on {} (server.listen): is another filter already running there?", config.server.listen)
     })?;
@@ -99,25 +163,50 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     };
-    strainer::serve(&config, listener, stop).await;
+    strainer::serve(&config, std::sync::Arc::new(local), listener, stop).await;
     Ok(())
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Cmd::Serve { config } => {
-            let config = load(config.as_ref())?;
+        Cmd::Serve { config: path } => {
+            let config = load(path.as_ref())?;
+            let local = compile(&config, path.as_ref())?;
             init_logging(&cli.log_level);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            rt.block_on(serve(config))
+            rt.block_on(serve(config, local))
         }
         Cmd::Config { command: ConfigCmd::Check { file } } => {
-            Config::load(&file)?;
+            let config = Config::load(&file)?;
+            compile(&config, Some(&file))?;
             println!("{}: ok", file.display());
             Ok(())
+        }
+        Cmd::Scan { files, json, config: path } => {
+            let config = load(path.as_ref())?;
+            let local = compile(&config, path.as_ref())?;
+            if !scan(&files, json, &local)? {
+                std::process::exit(3);
+            }
+            Ok(())
+        }
+        Cmd::Rules { command: RulesCmd::Test { map, input } } => {
+            let text = std::fs::read_to_string(&map).with_context(|| format!("cannot read {}", map.display()))?;
+            let table = strainer_rules::Table::parse(&text, &map.display().to_string())?;
+            match table.lookup(&input) {
+                Some(hit) => {
+                    println!("{}", hit.action);
+                    eprintln!("({}:{})", hit.origin, hit.line);
+                    Ok(())
+                }
+                None => {
+                    eprintln!("no rule in {} matches", map.display());
+                    std::process::exit(1);
+                }
+            }
         }
         Cmd::Config { command: ConfigCmd::Show { config } } => {
             print!("{}", load(config.as_ref())?.to_toml());

@@ -83,3 +83,44 @@ async fn two_hundred_messages_over_several_connections_arrive_exactly_once() {
     assert_eq!(seen.len(), 200, "every message arrived");
     assert!(seen.values().all(|&n| n == 1), "none twice: {seen:?}");
 }
+
+#[path = "../fixtures/mod.rs"]
+mod fixtures;
+
+#[tokio::test]
+#[ignore = "needs the Postfix instance from tests/e2e/postfix-up.sh"]
+async fn exe_inside_a_zip_is_not_delivered_and_the_sender_gets_a_bounce() {
+    let e = E2e::new();
+    let _s = e.start_strainer();
+    let token = unique("virusless");
+    let mut msg = fixtures::named(
+        "invoice.zip",
+        "application/zip",
+        &fixtures::zip(&[fixtures::Entry::new("invoice.pdf.exe", fixtures::PE)]),
+    );
+    let subject = format!("Subject: {token}\r\n");
+    msg.splice(0..0, subject.bytes());
+    let msg = String::from_utf8(msg).unwrap();
+    e.submit("other@test.example", &["virus@test.example"], &msg).await;
+    // The bounce Postfix returns to the sender names our refusal.
+    let bounce = e.wait_for("other", &token, 1, Duration::from_secs(60));
+    assert!(bounce[0].contains("554 5.7.1"), "{}", bounce[0]);
+    assert!(e.messages("virus").iter().all(|m| !m.contains(&token)), "the banned message was delivered");
+}
+
+#[tokio::test]
+#[ignore = "needs the Postfix instance from tests/e2e/postfix-up.sh"]
+async fn clean_message_with_a_pdf_is_delivered_unchanged() {
+    let e = E2e::new();
+    let _s = e.start_strainer();
+    let token = unique("pdf");
+    let body = fixtures::named("report.pdf", "application/pdf", fixtures::PDF);
+    let msg = format!(
+        "Date: Wed, 25 Nov 2026 09:00:00 +0000\r\nMessage-ID: <{token}@test.example>\r\n{}",
+        String::from_utf8(body).unwrap()
+    );
+    e.submit("other@test.example", &["pass@test.example"], &msg).await;
+    let got = e.wait_for("pass", &token, 1, Duration::from_secs(60));
+    assert!(got[0].ends_with(&msg.replace("\r\n", "\n")), "{}", got[0]);
+    assert!(!got[0].contains("X-Strainer-Unchecked"));
+}

@@ -2,6 +2,9 @@
 //! and an in-process SMTP sink (playing the re-injection smtpd).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+#[path = "../fixtures/mod.rs"]
+mod fixtures;
 mod relay;
+mod scanning;
 mod server;
 mod support;

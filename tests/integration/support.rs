@@ -118,7 +118,9 @@ impl Strainer {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            strainer::serve(&config, listener, async move {
+            let local =
+                std::sync::Arc::new(strainer::scanners::Local::compile(&config, std::path::Path::new(".")).unwrap());
+            strainer::serve(&config, local, listener, async move {
                 let _ = rx.await;
             })
             .await

@@ -1,7 +1,7 @@
 use std::fmt;
 
 /// What a scanner saw, never what to do about it: policy maps findings to scores and actions.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Finding {
     /// A stable upper-case name, e.g. `BANNED_EXT`, `MIME_AMBIGUOUS`, `RULE_REJECT`.
     pub name: String,

@@ -8,6 +8,10 @@ pub struct Field<'a> {
     pub name: &'a [u8],
     /// The raw value after the colon, folding line breaks included.
     pub value: &'a [u8],
+    /// Byte offset of the field's first byte in the message.
+    pub start: usize,
+    /// Byte offset just past the field's final CRLF (or the end of the message).
+    pub end: usize,
 }
 
 impl Field<'_> {
@@ -63,8 +67,9 @@ pub fn fields(msg: &[u8]) -> impl Iterator<Item = Field<'_>> {
                 }
             }
         }
-        let field = Field { name, value: &rest[colon + 1..end] };
-        pos += (end + 2).min(rest.len());
+        let next = (end + 2).min(rest.len());
+        let field = Field { name, value: &rest[colon + 1..end], start: pos, end: pos + next };
+        pos += next;
         Some(field)
     })
 }
@@ -85,6 +90,8 @@ mod tests {
         assert_eq!(f[0].name, b"Received");
         assert_eq!(f[0].unfolded(), "from a\tby b; date");
         assert_eq!(f[1].unfolded(), "hi");
+        assert_eq!(&msg[f[1].start..f[1].end], b"Subject: hi\r\n");
+        assert_eq!(f[0].start, 0);
     }
 
     #[test]

@@ -1,0 +1,228 @@
+//! The local scanners (MIME view, banned attachments, rule maps), compiled from configuration
+//! once and shared by every session.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use strainer_attachments::Banned;
+use strainer_mime::{Limits, View, analyze, decode_header_value};
+use strainer_rules::{Action, Table};
+use strainer_types::{Finding, headers};
+
+/// The banned-attachments rules shipped with strainer (`filters/banned.rules`).
+pub const BUILTIN_BANNED: &str = include_str!("../filters/banned.rules");
+
+/// `[banned]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BannedConfig {
+    /// Check attachments at all.
+    pub enabled: bool,
+    /// `builtin` for the shipped rules, or a rule file (relative to the config file).
+    pub rules: String,
+}
+
+impl Default for BannedConfig {
+    fn default() -> Self {
+        BannedConfig { enabled: true, rules: "builtin".into() }
+    }
+}
+
+/// `[rules]`: Postfix regexp tables matched against decoded content.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Tables applied to each top-level header (`Name: value`, decoded and unfolded).
+    pub header_checks: Vec<PathBuf>,
+    /// Tables applied to the MIME headers of every part.
+    pub mime_header_checks: Vec<PathBuf>,
+    /// Tables applied to each line of decoded text.
+    pub body_checks: Vec<PathBuf>,
+    /// Bytes of each text part that body checks see (Postfix: body_checks_size_limit).
+    pub body_checks_size_limit: usize,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            header_checks: Vec::new(),
+            mime_header_checks: Vec::new(),
+            body_checks: Vec::new(),
+            body_checks_size_limit: 51200,
+        }
+    }
+}
+
+/// A rule that fired, with where.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleHit {
+    /// `header_checks`, `mime_header_checks` or `body_checks`.
+    pub map: &'static str,
+    /// The table file and line.
+    pub rule: String,
+    /// What it says to do.
+    #[serde(serialize_with = "display")]
+    pub action: Action,
+    /// The input it matched (shortened).
+    pub input: String,
+    /// Byte range of the top-level header it matched, for IGNORE.
+    #[serde(skip)]
+    pub header_range: Option<(usize, usize)>,
+}
+
+fn display<S: serde::Serializer>(a: &Action, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(a)
+}
+
+/// Everything the local scanners found in one message.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// The message taken apart.
+    pub view: View,
+    /// Findings of every scanner, MIME limits included.
+    pub findings: Vec<Finding>,
+    /// Rule map hits in order: headers, MIME headers, body.
+    pub hits: Vec<RuleHit>,
+}
+
+/// The compiled local scanners.
+pub struct Local {
+    limits: Limits,
+    banned: Option<Banned>,
+    header: Vec<Table>,
+    mime_header: Vec<Table>,
+    body: Vec<Table>,
+    body_limit: usize,
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+}
+
+fn load_tables(base: &Path, files: &[PathBuf], key: &str) -> anyhow::Result<Vec<Table>> {
+    files
+        .iter()
+        .map(|f| {
+            let path = resolve(base, f);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| anyhow::anyhow!("rules.{key}: cannot read {}: {e}", path.display()))?;
+            Table::parse(&text, &path.display().to_string()).map_err(|e| anyhow::anyhow!("rules.{key}: {e}"))
+        })
+        .collect()
+}
+
+fn clip(s: &str) -> String {
+    let mut out: String = s.chars().take(120).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}
+
+impl Local {
+    /// Compiles the scanners; relative paths are taken from `base` (the config file's folder).
+    pub fn compile(config: &crate::config::Config, base: &Path) -> anyhow::Result<Local> {
+        let banned = if config.banned.enabled {
+            let (text, origin) = if config.banned.rules == "builtin" {
+                (BUILTIN_BANNED.to_string(), "builtin:filters/banned.rules".to_string())
+            } else {
+                let path = resolve(base, Path::new(&config.banned.rules));
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| anyhow::anyhow!("banned.rules: cannot read {}: {e}", path.display()))?;
+                (text, path.display().to_string())
+            };
+            Some(Banned::parse(&text, &origin).map_err(|e| anyhow::anyhow!("banned.rules: {e}"))?)
+        } else {
+            None
+        };
+        let r = &config.rules;
+        Ok(Local {
+            limits: config.mime.clone(),
+            banned,
+            header: load_tables(base, &r.header_checks, "header_checks")?,
+            mime_header: load_tables(base, &r.mime_header_checks, "mime_header_checks")?,
+            body: load_tables(base, &r.body_checks, "body_checks")?,
+            body_limit: r.body_checks_size_limit,
+        })
+    }
+
+    /// Runs every local scanner over one message (CRLF bytes as received).
+    pub fn scan(&self, message: &[u8]) -> Report {
+        let view = analyze(message, &self.limits);
+        let mut findings = view.findings.clone();
+        if let Some(b) = &self.banned {
+            findings.extend(b.check(&view));
+        }
+        let mut hits = Vec::new();
+        if !self.header.is_empty() {
+            for f in headers::fields(message) {
+                let name = String::from_utf8_lossy(f.name);
+                let decoded = format!("{name}: {}", decode_header_value(f.value));
+                let raw = format!("{name}: {}", f.unfolded());
+                let hit = lookup(&self.header, &decoded).map(|h| (h, decoded)).or_else(|| {
+                    if raw != format!("{name}: {}", decode_header_value(f.value)) {
+                        lookup(&self.header, &raw).map(|h| (h, raw))
+                    } else {
+                        None
+                    }
+                });
+                if let Some((h, input)) = hit {
+                    hits.push(RuleHit {
+                        map: "header_checks",
+                        rule: format!("{}:{}", h.origin, h.line),
+                        action: h.action,
+                        input: clip(&input),
+                        header_range: Some((f.start, f.end)),
+                    });
+                }
+            }
+        }
+        for part in &view.parts {
+            if !self.mime_header.is_empty() {
+                for (n, v) in &part.headers {
+                    let input = format!("{n}: {v}");
+                    if let Some(h) = lookup(&self.mime_header, &input) {
+                        hits.push(RuleHit {
+                            map: "mime_header_checks",
+                            rule: format!("{}:{}", h.origin, h.line),
+                            action: h.action,
+                            input: clip(&input),
+                            header_range: None,
+                        });
+                    }
+                }
+            }
+            if let (false, Some(text)) = (self.body.is_empty(), &part.text) {
+                let end = text.char_indices().map(|(i, _)| i).take_while(|&i| i <= self.body_limit).last().unwrap_or(0);
+                let text = if text.len() <= self.body_limit { text.as_str() } else { &text[..end] };
+                for line in text.lines() {
+                    if let Some(h) = lookup(&self.body, line) {
+                        hits.push(RuleHit {
+                            map: "body_checks",
+                            rule: format!("{}:{}", h.origin, h.line),
+                            action: h.action,
+                            input: clip(line),
+                            header_range: None,
+                        });
+                    }
+                }
+            }
+        }
+        for h in &hits {
+            let name = format!("RULE_{}", h.action.name());
+            let mut f = Finding::new(name, format!("{} {} ({})", h.rule, h.action, h.input));
+            if let Action::Score(n, _) = h.action {
+                f.score = Some(n);
+            }
+            if !matches!(h.action, Action::Dunno) {
+                findings.push(f);
+            }
+        }
+        Report { view, findings, hits }
+    }
+}
+
+/// The first table (in configuration order) with a rule for `input`.
+fn lookup(tables: &[Table], input: &str) -> Option<strainer_rules::Hit> {
+    tables.iter().find_map(|t| t.lookup(input))
+}

@@ -1,0 +1,107 @@
+//! Scanners wired into serve: what Postfix sees and what reaches the downstream.
+
+use std::io::Write;
+
+use crate::fixtures::*;
+use crate::support::*;
+
+async fn send(cfg: strainer::config::Config, msg: &[u8]) -> (strainer_types::Reply, Sink) {
+    let sink = Sink::start(Behaviour::Accept).await;
+    let mut cfg = cfg;
+    cfg.relay.address = sink.addr.to_string();
+    let s = Strainer::start(cfg).await;
+    let (mut c, _) = Client::connect(s.addr).await;
+    c.cmd("EHLO mx.test").await;
+    let text = String::from_utf8_lossy(msg).into_owned();
+    let r = c.transaction("MAIL FROM:<a@example.org>", &["RCPT TO:<b@example.net>"], &text, false).await;
+    s.stop().await;
+    (r.into_iter().next().unwrap(), sink)
+}
+
+fn base() -> strainer::config::Config {
+    test_config("127.0.0.1:9".parse().unwrap())
+}
+
+#[tokio::test]
+async fn banned_attachment_is_refused_and_not_delivered() {
+    let msg = named("docs.zip", "application/zip", &zip(&[Entry::new("setup.exe", PE)]));
+    let (r, sink) = send(base(), &msg).await;
+    assert_eq!((r.code, r.enhanced.map(|e| e.to_string())), (554, Some("5.7.1".into())), "{r}");
+    assert!(!r.text().contains("setup.exe"), "the reply is generic; details go to the log");
+    assert!(sink.got().is_empty());
+}
+
+#[tokio::test]
+async fn clean_attachment_is_delivered_unchanged() {
+    let msg = named("report.pdf", "application/pdf", PDF);
+    let (r, sink) = send(base(), &msg).await;
+    assert_eq!(r.code, 250, "{r}");
+    let got = sink.got();
+    assert!(got[0].message.ends_with(&msg));
+    assert!(!String::from_utf8_lossy(&got[0].message).contains("X-Strainer-Unchecked"));
+}
+
+fn with_tables(header: &str, body: &str) -> (strainer::config::Config, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let h = dir.path().join("header_checks");
+    let b = dir.path().join("body_checks");
+    std::fs::File::create(&h).unwrap().write_all(header.as_bytes()).unwrap();
+    std::fs::File::create(&b).unwrap().write_all(body.as_bytes()).unwrap();
+    let mut cfg = base();
+    cfg.rules.header_checks = vec![h];
+    cfg.rules.body_checks = vec![b];
+    (cfg, dir)
+}
+
+#[tokio::test]
+async fn rule_maps_match_decoded_content() {
+    let (cfg, _d) = with_tables("/^Subject:.*für dich/ REJECT no thanks\n", "/cheap p[i1]lls/ DISCARD\n");
+    // The subject is RFC 2047 encoded: Postfix's own header_checks would see only =?utf-8?...
+    let enc = b"From: a@example.org\r\nSubject: =?utf-8?q?Angebot_f=C3=BCr_dich?=\r\n\r\nhello\r\n";
+    let (r, sink) = send(cfg.clone(), enc).await;
+    assert_eq!((r.code, r.text()), (554, "no thanks".to_string()));
+    assert!(sink.got().is_empty());
+    // The body is base64: body_checks see the decoded text.
+    let body = format!(
+        "From: a@example.org\r\nSubject: hi\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+        b64(b"buy cheap pills now\r\n")
+    );
+    let (r, sink) = send(cfg, body.as_bytes()).await;
+    assert_eq!(r.code, 250, "{r}");
+    assert!(r.text().contains("discarded"), "{r}");
+    assert!(sink.got().is_empty(), "discarded mail goes nowhere");
+}
+
+#[tokio::test]
+async fn prepend_and_ignore_edit_only_headers() {
+    let (cfg, _d) = with_tables("/^X-Internal:/ IGNORE\n/^Subject:.*offer/ PREPEND X-Offer: yes\n", "");
+    let msg = b"From: a@example.org\r\nX-Internal: secret\r\nSubject: an offer\r\n\r\nbody stays\r\n";
+    let (r, sink) = send(cfg, msg).await;
+    assert_eq!(r.code, 250, "{r}");
+    let m = String::from_utf8(sink.got()[0].message.clone()).unwrap();
+    assert!(m.contains("X-Offer: yes\r\n"), "{m}");
+    assert!(!m.contains("X-Internal"), "{m}");
+    assert!(m.ends_with("From: a@example.org\r\nSubject: an offer\r\n\r\nbody stays\r\n"), "{m}");
+}
+
+#[tokio::test]
+async fn ambiguous_mime_is_delivered_tagged_unchecked() {
+    let msg = with_attachment(
+        "Content-Type: application/octet-stream; name=\"a.bin\"\r\nContent-Transfer-Encoding: 7bit",
+        b"data",
+    );
+    let (r, sink) = send(base(), &msg).await;
+    assert_eq!(r.code, 250, "{r}");
+    let m = String::from_utf8_lossy(&sink.got()[0].message).into_owned();
+    assert!(m.contains("X-Strainer-Unchecked: MIME_AMBIGUOUS\r\n"), "{m}");
+    assert!(m.ends_with(&String::from_utf8_lossy(&msg).into_owned()));
+}
+
+#[tokio::test]
+async fn a_bomb_is_a_finding_not_a_crash() {
+    let msg = named("zeros.gz", "application/gzip", &gzip_zeros(200));
+    let (r, sink) = send(base(), &msg).await;
+    assert_eq!(r.code, 250, "{r}");
+    let m = String::from_utf8_lossy(&sink.got()[0].message).into_owned();
+    assert!(m.contains("X-Strainer-Unchecked: "), "delivered visibly unchecked");
+}
