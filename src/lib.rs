@@ -8,6 +8,7 @@
 pub mod config;
 pub mod decide;
 pub mod filter;
+pub mod fuzz;
 pub mod postfix;
 pub mod scan_cmd;
 pub mod scanners;

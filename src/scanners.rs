@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use strainer_attachments::Banned;
-use strainer_mime::{Limits, View, analyze, decode_header_value};
+use strainer_mime::{Limits, View, analyze};
 use strainer_rules::{Action, Table};
 use strainer_types::{Finding, headers};
 
@@ -155,16 +155,14 @@ impl Local {
         }
         let mut hits = Vec::new();
         if !self.header.is_empty() {
-            for f in headers::fields(message) {
+            // The view decoded the same fields in the same order; reuse its work.
+            for (f, (_, value)) in headers::fields(message).zip(&view.headers) {
                 let name = String::from_utf8_lossy(f.name);
-                let decoded = format!("{name}: {}", decode_header_value(f.value));
-                let raw = format!("{name}: {}", f.unfolded());
-                let hit = lookup(&self.header, &decoded).map(|h| (h, decoded)).or_else(|| {
-                    if raw != format!("{name}: {}", decode_header_value(f.value)) {
-                        lookup(&self.header, &raw).map(|h| (h, raw))
-                    } else {
-                        None
-                    }
+                let decoded = format!("{name}: {value}");
+                // Old rules written against the encoded form (=?charset?...) still work.
+                let hit = lookup(&self.header, &decoded).map(|h| (h, decoded.clone())).or_else(|| {
+                    let raw = format!("{name}: {}", f.unfolded());
+                    if raw == decoded { None } else { lookup(&self.header, &raw).map(|h| (h, raw)) }
                 });
                 if let Some((h, input)) = hit {
                     hits.push(RuleHit {

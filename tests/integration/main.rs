@@ -5,6 +5,7 @@
 #[path = "../fixtures/mod.rs"]
 mod fixtures;
 mod relay;
+mod fuzz_regressions;
 mod scanning;
 mod server;
 mod support;

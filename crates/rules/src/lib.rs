@@ -2,15 +2,19 @@
 //! `if`/`endif`, continuation lines and comments, with the actions Postfix administrators know
 //! from `header_checks`/`body_checks` plus `SCORE n` for the spam score.
 //!
-//! Design choice: all of a table's patterns are compiled into one `RegexSet`, so an input is
-//! scanned once however many rules there are (the regex crate's literal prefilters, built on
-//! aho-corasick, keep literal-heavy tables cheap); the table is then walked in order over the
-//! set of matches, which keeps Postfix's first-match and `if` semantics exactly.
+//! Design choice: an aho-corasick prefilter. From each pattern we extract literals one of which
+//! every match must contain (its prefixes or suffixes, whichever are more selective); one
+//! automaton over all of them scans an input once, and only rules whose literal occurred (or
+//! that have none) run their regex, lazily, in table order. Hundreds of rules then cost about
+//! one pass over the input, and Postfix's first-match and `if` semantics stay exact because the
+//! prefilter can only rule a pattern out, never in.
 #![deny(missing_docs)]
 
 use std::fmt;
 
-use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use regex::{Regex, RegexBuilder};
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
 
 /// What a matching rule says to do.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,8 +99,52 @@ enum Rule {
 pub struct Table {
     origin: String,
     rules: Vec<Rule>,
-    set: RegexSet,
     regexes: Vec<Regex>,
+    /// One automaton over the required literals of every pattern that has them.
+    prefilter: Option<AhoCorasick>,
+    /// For each automaton pattern: the table pattern and which of its literal sets it belongs to.
+    literal_owner: Vec<(usize, u32)>,
+    /// For each table pattern, the bit mask of all its literal sets (0: its regex always runs).
+    required: Vec<u32>,
+    /// True when an input none of whose literals occur can still hit a rule (a pattern without
+    /// literals, or a negated pattern).
+    walk_without_literals: bool,
+}
+
+/// Sets of literals such that every match of `pattern` contains at least one literal of each
+/// set: the prefixes and suffixes of the whole pattern and of each part of a top-level
+/// concatenation. Empty when nothing useful can be said (the regex then always runs).
+fn required_literal_sets(pattern: &str, multi_line: bool, extended: bool, case_insensitive: bool) -> Vec<Vec<Vec<u8>>> {
+    let Ok(hir) = regex_syntax::ParserBuilder::new().multi_line(multi_line).ignore_whitespace(extended).build().parse(pattern)
+    else {
+        return Vec::new();
+    };
+    let mut pieces = vec![(&hir, ExtractKind::Prefix), (&hir, ExtractKind::Suffix)];
+    if let regex_syntax::hir::HirKind::Concat(children) = hir.kind() {
+        pieces.extend(children.iter().map(|c| (c, ExtractKind::Prefix)));
+    }
+    let mut sets: Vec<Vec<Vec<u8>>> = Vec::new();
+    for (h, kind) in pieces {
+        let mut ex = Extractor::new();
+        ex.kind(kind).limit_total(64);
+        let seq = ex.extract(h);
+        let Some(lits) = seq.literals() else { continue };
+        let mut lits: Vec<Vec<u8>> = lits.iter().map(|l| l.as_bytes().to_vec()).collect();
+        // Short literals occur everywhere and only cost automaton matches; the automaton folds
+        // ASCII case only.
+        if lits.is_empty() || lits.iter().any(|l| l.len() < 3) || (case_insensitive && lits.iter().any(|l| !l.is_ascii())) {
+            continue;
+        }
+        lits.sort();
+        lits.dedup();
+        if !sets.contains(&lits) {
+            sets.push(lits);
+        }
+    }
+    // The two most selective sets (longest shortest literal) are enough to rule most inputs out.
+    sets.sort_by_key(|s| std::cmp::Reverse(s.iter().map(Vec::len).min().unwrap_or(0)));
+    sets.truncate(2);
+    sets
 }
 
 /// A rule that matched an input.
@@ -224,14 +272,9 @@ impl Table {
                 };
             }
             let re = b.build().map_err(|e| err(format!("bad regular expression: {e}")))?;
-            let inline: String = [(!flags.contains('i'), 'i'), (flags.contains('m'), 'm'), (flags.contains('x'), 'x')]
-                .iter()
-                .filter(|(on, _)| *on)
-                .map(|(_, f)| *f)
-                .collect();
-            let inline = if inline.is_empty() { pat.to_string() } else { format!("(?{inline}){pat}") };
             let idx = patterns.len();
-            patterns.push((re, inline));
+            let sets = required_literal_sets(pat, flags.contains('m'), flags.contains('x'), !flags.contains('i'));
+            patterns.push((re, sets));
             if is_if {
                 if !tail.is_empty() {
                     return Err(err("`if` takes only a pattern".into()));
@@ -246,17 +289,36 @@ impl Table {
         if let Some((_, line)) = open.pop() {
             return Err(RuleError { origin: origin.into(), line, message: "if without endif".into() });
         }
-        // A RegexSet takes no per-pattern options, so each pattern carries its flags inline.
-        let set = RegexSetBuilder::new(patterns.iter().map(|(_, inline)| inline.as_str()))
-            .size_limit(64 << 20)
-            .dfa_size_limit(16 << 20)
-            .build()
-            .map_err(|e| RuleError {
-                origin: origin.into(),
-                line: 0,
-                message: format!("the table does not compile as a whole: {e}"),
-            })?;
-        Ok(Table { origin: origin.into(), rules, set, regexes: patterns.into_iter().map(|(r, _)| r).collect() })
+        let mut literals = Vec::new();
+        let mut literal_owner = Vec::new();
+        let mut required = Vec::with_capacity(patterns.len());
+        for (i, (_, sets)) in patterns.iter().enumerate() {
+            let mut mask = 0u32;
+            for (k, set) in sets.iter().enumerate() {
+                mask |= 1 << k;
+                for l in set {
+                    literals.push(l.clone());
+                    literal_owner.push((i, 1u32 << k));
+                }
+            }
+            required.push(mask);
+        }
+        let prefilter = if literals.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(true)
+                    .match_kind(MatchKind::Standard)
+                    .kind(Some(AhoCorasickKind::DFA))
+                    .build(&literals)
+                    .map_err(|e| RuleError { origin: origin.into(), line: 0, message: format!("cannot build the literal prefilter: {e}") })?,
+            )
+        };
+        let regexes = patterns.into_iter().map(|(r, _)| r).collect();
+        let negated = rules.iter().any(|r| matches!(r, Rule::Match { negate: true, .. } | Rule::If { negate: true, .. }));
+        let walk_without_literals = negated || required.contains(&0);
+        Ok(Table { origin: origin.into(), rules, regexes, prefilter, literal_owner, required, walk_without_literals })
     }
 
     /// Number of rules (if/endif included).
@@ -274,18 +336,35 @@ impl Table {
         if self.rules.is_empty() {
             return None;
         }
-        let matches = self.set.matches(input);
+        // Which patterns can match at all: those with a literal of every required set present,
+        // and those without literals.
+        let mut found = Vec::new();
+        if let Some(ac) = &self.prefilter {
+            found.extend(ac.find_overlapping_iter(input).map(|m| self.literal_owner[m.pattern().as_usize()]));
+        }
+        if found.is_empty() && !self.walk_without_literals {
+            // The common case: no literal of any rule occurs, so no rule can apply.
+            return None;
+        }
+        let mut seen = vec![0u32; self.required.len()];
+        found.into_iter().for_each(|(p, bit)| seen[p] |= bit);
+        let possible: Vec<bool> = seen.iter().zip(&self.required).map(|(s, r)| s == r).collect();
+        // Regexes run lazily, at most once each, in table order.
+        let mut known: Vec<Option<bool>> = vec![None; self.regexes.len()];
+        let mut matched = |pat: usize| -> bool {
+            *known[pat].get_or_insert_with(|| possible[pat] && self.regexes[pat].is_match(input))
+        };
         let mut i = 0;
         while i < self.rules.len() {
             match &self.rules[i] {
                 Rule::If { pat, negate, end } => {
-                    if matches.matched(*pat) == *negate {
+                    if matched(*pat) == *negate {
                         i = *end;
                     }
                 }
                 Rule::Endif => {}
                 Rule::Match { pat, negate, action, line } => {
-                    if matches.matched(*pat) != *negate {
+                    if matched(*pat) != *negate {
                         let action =
                             if *negate { action.clone() } else { substitute(action, &self.regexes[*pat], input) };
                         return Some(Hit { action, origin: self.origin.clone(), line: *line });
@@ -381,6 +460,17 @@ mod tests {
     }
 
     #[test]
+    fn prefilter_never_rules_a_match_out() {
+        let tb = t("/^Subject:.*\\bviagra\\b/ REJECT a\n/gr[aä]n/ REJECT b\n/(foo|bar)baz$/ REJECT c\n/x{2,}y/ REJECT d\n/ü/ REJECT e\n");
+        assert!(tb.lookup("SUBJECT: buy VIAGRA").is_some());
+        assert_eq!(tb.lookup("GRÄN").unwrap().action, Action::Reject("b".into()), "Unicode case folding");
+        assert_eq!(tb.lookup("gRän").unwrap().action, Action::Reject("b".into()));
+        assert_eq!(tb.lookup("xxFOObaz").unwrap().action, Action::Reject("c".into()));
+        assert_eq!(tb.lookup("xxxy").unwrap().action, Action::Reject("d".into()));
+        assert_eq!(tb.lookup("Ü").unwrap().action, Action::Reject("e".into()), "non-ASCII case folding still matches");
+    }
+
+    #[test]
     fn substitution_and_other_delimiters() {
         let tb = t("%^Subject: (\\w+) (\\w+)% REJECT bad $2 and ${1}$\n");
         assert_eq!(tb.lookup("Subject: cheap pills").unwrap().action, Action::Reject("bad pills and cheap$".into()));
@@ -408,6 +498,13 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn prefilter_agrees_with_plain_regex(pat in "[a-cA-C.|()*?\\\\bü]{1,8}", input in "[a-cA-C üÜ]{0,12}") {
+            let Ok(tb) = Table::parse(&format!("/{pat}/ REJECT\n"), "p") else { return Ok(()) };
+            let Ok(re) = RegexBuilder::new(&pat).case_insensitive(true).build() else { return Ok(()) };
+            prop_assert_eq!(tb.lookup(&input).is_some(), re.is_match(&input));
+        }
+
         #[test]
         fn parsing_never_panics(s in "(\\PC|\\n|/|!| |#|\\$){0,200}") {
             if let Ok(tb) = Table::parse(&s, "p") {
