@@ -4,7 +4,7 @@
 //! The corpus is fetched, not committed: `benches/fetch-corpus.sh` puts it in benches/corpus
 //! (or set STRAINER_CORPUS to a folder of raw messages). Run: `cargo bench --bench scan`.
 
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::expect_used, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,7 +16,9 @@ use strainer::scanners::Local;
 use strainer_mime::{Limits, analyze};
 
 fn corpus() -> Vec<Vec<u8>> {
-    let root = std::env::var_os("STRAINER_CORPUS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("benches/corpus/package/data"));
+    let root = std::env::var_os("STRAINER_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("benches/corpus/package/data"));
     let mut files = Vec::new();
     collect(&root, &mut files);
     files.sort();
@@ -43,9 +45,31 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
 /// which never match (the expensive case), some of which do.
 fn rule_tables(dir: &Path) -> (PathBuf, PathBuf) {
     let words = [
-        "viagra", "cialis", "lottery", "winner", "inheritance", "bitcoin", "crypto", "casino", "refinance", "mortgage",
-        "unsubscribe", "click here", "limited time", "act now", "free money", "100% free", "no obligation", "risk free",
-        "weight loss", "work from home", "make money", "dear friend", "urgent reply", "bank transfer", "wire transfer",
+        "viagra",
+        "cialis",
+        "lottery",
+        "winner",
+        "inheritance",
+        "bitcoin",
+        "crypto",
+        "casino",
+        "refinance",
+        "mortgage",
+        "unsubscribe",
+        "click here",
+        "limited time",
+        "act now",
+        "free money",
+        "100% free",
+        "no obligation",
+        "risk free",
+        "weight loss",
+        "work from home",
+        "make money",
+        "dear friend",
+        "urgent reply",
+        "bank transfer",
+        "wire transfer",
     ];
     let mut header = String::new();
     let mut body = String::new();
@@ -87,7 +111,9 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("corpus");
     g.sample_size(10).measurement_time(Duration::from_secs(20)).throughput(Throughput::Elements(msgs.len() as u64));
     g.bench_function("mime_view", |bn| bn.iter(|| msgs.iter().map(|m| analyze(m, &limits).parts.len()).sum::<usize>()));
-    g.bench_function("mime+banned+500_rules", |bn| bn.iter(|| msgs.iter().map(|m| local.scan(m).findings.len()).sum::<usize>()));
+    g.bench_function("mime+banned+500_rules", |bn| {
+        bn.iter(|| msgs.iter().map(|m| local.scan(m).findings.len()).sum::<usize>())
+    });
     g.finish();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -191,15 +191,27 @@ impl Local {
                 }
             }
             if let (false, Some(text)) = (self.body.is_empty(), &part.text) {
-                let end = text.char_indices().map(|(i, _)| i).take_while(|&i| i <= self.body_limit).last().unwrap_or(0);
-                let text = if text.len() <= self.body_limit { text.as_str() } else { &text[..end] };
-                for line in text.lines() {
-                    if let Some(h) = lookup(&self.body, line) {
+                let mut end = self.body_limit.min(text.len());
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let text = &text[..end];
+                // Per line, the first table (in configuration order) with a matching rule decides.
+                let mut per_line: std::collections::BTreeMap<usize, strainer_rules::Hit> = Default::default();
+                for table in &self.body {
+                    for (i, h) in table.lookup_lines(text) {
+                        per_line.entry(i).or_insert(h);
+                    }
+                }
+                if !per_line.is_empty() {
+                    let lines: Vec<&str> = text.lines().collect();
+                    for (i, h) in per_line {
+                        let input = clip(lines.get(i).copied().unwrap_or(""));
                         hits.push(RuleHit {
                             map: "body_checks",
                             rule: format!("{}:{}", h.origin, h.line),
                             action: h.action,
-                            input: clip(line),
+                            input,
                             header_range: None,
                         });
                     }

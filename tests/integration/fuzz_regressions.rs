@@ -2,10 +2,13 @@
 
 use std::path::Path;
 
+/// A fuzz target's entry point.
+type Target = fn(&[u8]);
+
 #[test]
 fn saved_fuzz_inputs_do_not_crash() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/regressions");
-    let targets: [(&str, fn(&[u8])); 6] = [
+    let targets: [(&str, Target); 6] = [
         ("mime_view", strainer::fuzz::mime_view),
         ("smtp_command", strainer::fuzz::smtp_command),
         ("data_decoder", strainer::fuzz::data_decoder),

@@ -4,8 +4,8 @@
 
 #[path = "../fixtures/mod.rs"]
 mod fixtures;
-mod relay;
 mod fuzz_regressions;
+mod relay;
 mod scanning;
 mod server;
 mod support;

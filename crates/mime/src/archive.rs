@@ -36,6 +36,26 @@ pub(crate) struct Listing {
 
 const RATIO_SLACK: u64 = 1 << 20;
 
+/// Counts the compressed bytes a decoder has consumed, to judge the ratio where it stopped.
+struct Counting<'a> {
+    inner: &'a [u8],
+    read: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl Read for Counting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// Whether `out` bytes from `consumed` compressed bytes is beyond the allowed ratio.
+fn is_bomb(out: u64, consumed: u64, max_ratio: u64) -> bool {
+    out > consumed.max(1).saturating_mul(max_ratio).saturating_add(RATIO_SLACK)
+        || out > RATIO_SLACK && out / consumed.max(1) > max_ratio
+}
+
 fn u16le(d: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_le_bytes(d.get(at..at.checked_add(2)?)?.try_into().ok()?))
 }
@@ -48,18 +68,31 @@ fn u64le(d: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(d.get(at..at.checked_add(8)?)?.try_into().ok()?))
 }
 
-/// Reads at most `limit` bytes from `r`; `Err(n)` with the bytes read when there was more, or
-/// when the stream is broken (`Ok(None)` then).
-fn read_bounded(r: impl Read, limit: u64) -> Result<Vec<u8>, Option<Vec<u8>>> {
-    let mut out = Vec::new();
-    let mut r = r.take(limit.saturating_add(1));
-    match r.read_to_end(&mut out) {
-        Ok(_) if out.len() as u64 > limit => {
-            out.truncate(limit as usize);
-            Err(Some(out))
+/// Reads at most `limit` bytes from `r`: `Ok` with everything when it fits, `Err(Some(first
+/// limit bytes))` when there was more, `Err(None)` when the stream is broken. The buffer never
+/// grows past `limit + 1`, so a bomb costs the budget and not twice it.
+fn read_bounded(mut r: impl Read, limit: u64) -> Result<Vec<u8>, Option<Vec<u8>>> {
+    let cap = usize::try_from(limit).unwrap_or(usize::MAX).saturating_add(1);
+    let mut out: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(out),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return Err(None),
+        };
+        let take = n.min(cap - out.len());
+        if out.capacity() - out.len() < take {
+            // Grow geometrically, but never beyond the cap.
+            let want = out.capacity().max(buf.len()).min(cap - out.len()).max(take);
+            out.reserve_exact(want);
         }
-        Ok(_) => Ok(out),
-        Err(_) => Err(None),
+        out.extend_from_slice(&buf[..take]);
+        if out.len() == cap {
+            out.truncate(cap - 1);
+            return Err(Some(out));
+        }
     }
 }
 
@@ -167,7 +200,19 @@ pub(crate) fn zip(data: &[u8], budget: &mut Budget) -> Listing {
                         Ok(body.to_vec())
                     }
                 }
-                8 => read_bounded(DeflateDecoder::new(body), limit),
+                8 => {
+                    let read = std::rc::Rc::new(std::cell::Cell::new(0));
+                    let r = read_bounded(DeflateDecoder::new(Counting { inner: body, read: read.clone() }), limit);
+                    if let Err(Some(p)) = &r {
+                        if is_bomb(p.len() as u64, read.get(), budget.max_ratio) {
+                            listing.issues.push((
+                                "ARCHIVE_BOMB",
+                                format!("zip member {} expands over {}:1", member.name, budget.max_ratio),
+                            ));
+                        }
+                    }
+                    r
+                }
                 m => {
                     listing.issues.push((
                         "ARCHIVE_UNDECIPHERABLE",
@@ -297,11 +342,18 @@ pub(crate) fn gzip(data: &[u8], budget: &mut Budget) -> Listing {
     if !budget.take_member(&mut listing) {
         return listing;
     }
-    let dec = MultiGzDecoder::new(data);
+    let read = std::rc::Rc::new(std::cell::Cell::new(0));
+    let dec = MultiGzDecoder::new(Counting { inner: data, read: read.clone() });
     let name = dec.header().and_then(|h| h.filename()).map(|f| String::from_utf8_lossy(f).into_owned());
     let limit = budget.limit_for(data.len() as u64);
     let mut member = Member { name: name.unwrap_or_else(|| "(gzip content)".into()), ..Member::default() };
-    match read_bounded(dec, limit) {
+    let res = read_bounded(dec, limit);
+    if let Err(Some(p)) = &res {
+        if is_bomb(p.len() as u64, read.get(), budget.max_ratio) {
+            listing.issues.push(("ARCHIVE_BOMB", format!("gzip expands over {}:1", budget.max_ratio)));
+        }
+    }
+    match res {
         Ok(d) => {
             budget.charge(d.len());
             member.size = d.len() as u64;

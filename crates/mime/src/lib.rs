@@ -310,7 +310,8 @@ impl Walk<'_> {
             let mpath = format!("{path}!{}", m.name);
             let sniffed = m.data.as_deref().and_then(sniff::sniff);
             let size = m.data.as_ref().map_or(m.size, |d| d.len() as u64).max(m.size);
-            let nested = sniffed.filter(|k| k.is_listable_archive()).zip(m.data.clone());
+            let nested = sniffed.filter(|k| k.is_listable_archive());
+            let idx = self.view.parts.len();
             self.view.parts.push(Part {
                 path: mpath.clone(),
                 origin: Origin::Archive,
@@ -323,8 +324,13 @@ impl Walk<'_> {
                 text: None,
                 data: m.data,
             });
-            if let Some((k, d)) = nested {
-                self.expand(k, &d, &mpath, level + 1);
+            if let Some(k) = nested {
+                // Lend the member's bytes to the nested listing rather than copying them.
+                let d = self.view.parts[idx].data.take();
+                if let Some(d) = &d {
+                    self.expand(k, d, &mpath, level + 1);
+                }
+                self.view.parts[idx].data = d;
             }
         }
     }

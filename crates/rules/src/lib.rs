@@ -115,7 +115,8 @@ pub struct Table {
 /// set: the prefixes and suffixes of the whole pattern and of each part of a top-level
 /// concatenation. Empty when nothing useful can be said (the regex then always runs).
 fn required_literal_sets(pattern: &str, multi_line: bool, extended: bool, case_insensitive: bool) -> Vec<Vec<Vec<u8>>> {
-    let Ok(hir) = regex_syntax::ParserBuilder::new().multi_line(multi_line).ignore_whitespace(extended).build().parse(pattern)
+    let Ok(hir) =
+        regex_syntax::ParserBuilder::new().multi_line(multi_line).ignore_whitespace(extended).build().parse(pattern)
     else {
         return Vec::new();
     };
@@ -132,7 +133,10 @@ fn required_literal_sets(pattern: &str, multi_line: bool, extended: bool, case_i
         let mut lits: Vec<Vec<u8>> = lits.iter().map(|l| l.as_bytes().to_vec()).collect();
         // Short literals occur everywhere and only cost automaton matches; the automaton folds
         // ASCII case only.
-        if lits.is_empty() || lits.iter().any(|l| l.len() < 3) || (case_insensitive && lits.iter().any(|l| !l.is_ascii())) {
+        if lits.is_empty()
+            || lits.iter().any(|l| l.len() < 3)
+            || (case_insensitive && lits.iter().any(|l| !l.is_ascii()))
+        {
             continue;
         }
         lits.sort();
@@ -312,11 +316,16 @@ impl Table {
                     .match_kind(MatchKind::Standard)
                     .kind(Some(AhoCorasickKind::DFA))
                     .build(&literals)
-                    .map_err(|e| RuleError { origin: origin.into(), line: 0, message: format!("cannot build the literal prefilter: {e}") })?,
+                    .map_err(|e| RuleError {
+                        origin: origin.into(),
+                        line: 0,
+                        message: format!("cannot build the literal prefilter: {e}"),
+                    })?,
             )
         };
         let regexes = patterns.into_iter().map(|(r, _)| r).collect();
-        let negated = rules.iter().any(|r| matches!(r, Rule::Match { negate: true, .. } | Rule::If { negate: true, .. }));
+        let negated =
+            rules.iter().any(|r| matches!(r, Rule::Match { negate: true, .. } | Rule::If { negate: true, .. }));
         let walk_without_literals = negated || required.contains(&0);
         Ok(Table { origin: origin.into(), rules, regexes, prefilter, literal_owner, required, walk_without_literals })
     }
@@ -342,12 +351,49 @@ impl Table {
         if let Some(ac) = &self.prefilter {
             found.extend(ac.find_overlapping_iter(input).map(|m| self.literal_owner[m.pattern().as_usize()]));
         }
+        self.walk(input, &found)
+    }
+
+    /// Looks up every line of `text` (as `str::lines` splits it) with one automaton pass over
+    /// the whole text; returns the hits with their 0-based line numbers.
+    pub fn lookup_lines(&self, text: &str) -> Vec<(usize, Hit)> {
+        let mut hits = Vec::new();
+        if self.rules.is_empty() {
+            return hits;
+        }
+        // (line start, line end without CR/LF) for every line.
+        let mut spans = Vec::new();
+        let mut start = 0;
+        for line in text.split_inclusive('\n') {
+            let body = line.strip_suffix('\n').unwrap_or(line);
+            let body = body.strip_suffix('\r').unwrap_or(body);
+            spans.push((start, start + body.len()));
+            start += line.len();
+        }
+        let mut per_line: Vec<Vec<(usize, u32)>> = vec![Vec::new(); spans.len()];
+        if let Some(ac) = &self.prefilter {
+            for m in ac.find_overlapping_iter(text) {
+                let i = spans.partition_point(|&(s, _)| s <= m.start()).saturating_sub(1);
+                if let Some(v) = per_line.get_mut(i) {
+                    v.push(self.literal_owner[m.pattern().as_usize()]);
+                }
+            }
+        }
+        for (i, (&(s, e), found)) in spans.iter().zip(&per_line).enumerate() {
+            if let Some(h) = self.walk(&text[s..e], found) {
+                hits.push((i, h));
+            }
+        }
+        hits
+    }
+
+    fn walk(&self, input: &str, found: &[(usize, u32)]) -> Option<Hit> {
         if found.is_empty() && !self.walk_without_literals {
             // The common case: no literal of any rule occurs, so no rule can apply.
             return None;
         }
         let mut seen = vec![0u32; self.required.len()];
-        found.into_iter().for_each(|(p, bit)| seen[p] |= bit);
+        found.iter().for_each(|&(p, bit)| seen[p] |= bit);
         let possible: Vec<bool> = seen.iter().zip(&self.required).map(|(s, r)| s == r).collect();
         // Regexes run lazily, at most once each, in table order.
         let mut known: Vec<Option<bool>> = vec![None; self.regexes.len()];
@@ -461,7 +507,9 @@ mod tests {
 
     #[test]
     fn prefilter_never_rules_a_match_out() {
-        let tb = t("/^Subject:.*\\bviagra\\b/ REJECT a\n/gr[aä]n/ REJECT b\n/(foo|bar)baz$/ REJECT c\n/x{2,}y/ REJECT d\n/ü/ REJECT e\n");
+        let tb = t(
+            "/^Subject:.*\\bviagra\\b/ REJECT a\n/gr[aä]n/ REJECT b\n/(foo|bar)baz$/ REJECT c\n/x{2,}y/ REJECT d\n/ü/ REJECT e\n",
+        );
         assert!(tb.lookup("SUBJECT: buy VIAGRA").is_some());
         assert_eq!(tb.lookup("GRÄN").unwrap().action, Action::Reject("b".into()), "Unicode case folding");
         assert_eq!(tb.lookup("gRän").unwrap().action, Action::Reject("b".into()));
@@ -503,6 +551,13 @@ mod tests {
             let Ok(tb) = Table::parse(&format!("/{pat}/ REJECT\n"), "p") else { return Ok(()) };
             let Ok(re) = RegexBuilder::new(&pat).case_insensitive(true).build() else { return Ok(()) };
             prop_assert_eq!(tb.lookup(&input).is_some(), re.is_match(&input));
+        }
+
+        #[test]
+        fn lookup_lines_agrees_with_lookup(text in "(viagra|free|[a-z ]{0,6}|\r?\n){0,12}") {
+            let tb = t("/\\bviagra\\b/ REJECT a\n/free [a-z]+/ SCORE 1 b\n!/e/ WARN c\n");
+            let want: Vec<(usize, Hit)> = text.lines().enumerate().filter_map(|(i, l)| tb.lookup(l).map(|h| (i, h))).collect();
+            prop_assert_eq!(tb.lookup_lines(&text), want);
         }
 
         #[test]
