@@ -203,13 +203,13 @@ pub(crate) fn zip(data: &[u8], budget: &mut Budget) -> Listing {
                 8 => {
                     let read = std::rc::Rc::new(std::cell::Cell::new(0));
                     let r = read_bounded(DeflateDecoder::new(Counting { inner: body, read: read.clone() }), limit);
-                    if let Err(Some(p)) = &r {
-                        if is_bomb(p.len() as u64, read.get(), budget.max_ratio) {
-                            listing.issues.push((
-                                "ARCHIVE_BOMB",
-                                format!("zip member {} expands over {}:1", member.name, budget.max_ratio),
-                            ));
-                        }
+                    if let Err(Some(p)) = &r
+                        && is_bomb(p.len() as u64, read.get(), budget.max_ratio)
+                    {
+                        listing.issues.push((
+                            "ARCHIVE_BOMB",
+                            format!("zip member {} expands over {}:1", member.name, budget.max_ratio),
+                        ));
                     }
                     r
                 }
@@ -348,10 +348,10 @@ pub(crate) fn gzip(data: &[u8], budget: &mut Budget) -> Listing {
     let limit = budget.limit_for(data.len() as u64);
     let mut member = Member { name: name.unwrap_or_else(|| "(gzip content)".into()), ..Member::default() };
     let res = read_bounded(dec, limit);
-    if let Err(Some(p)) = &res {
-        if is_bomb(p.len() as u64, read.get(), budget.max_ratio) {
-            listing.issues.push(("ARCHIVE_BOMB", format!("gzip expands over {}:1", budget.max_ratio)));
-        }
+    if let Err(Some(p)) = &res
+        && is_bomb(p.len() as u64, read.get(), budget.max_ratio)
+    {
+        listing.issues.push(("ARCHIVE_BOMB", format!("gzip expands over {}:1", budget.max_ratio)));
     }
     match res {
         Ok(d) => {
