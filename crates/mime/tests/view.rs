@@ -128,7 +128,11 @@ fn ambiguous_structure_is_a_finding() {
     let mut open = named("a.pdf", "application/pdf", PDF);
     let cut = open.len() - b"--XX--\r\n".len();
     open.truncate(cut);
-    assert!(has(&view(&open), "MIME_AMBIGUOUS"), "missing closing boundary");
+    assert!(has(&view(&open), "MIME_UNCLOSED_BOUNDARY"), "missing closing boundary");
+    let reused = b"From: a@b\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"B\"\r\n\r\n--B\r\n\
+Content-Type: multipart/alternative; boundary=\"B1\"\r\n\r\n--B1\r\nContent-Type: text/plain\r\n\r\nx\r\n--B1--\r\n--B--\r\n";
+    assert!(has(&view(reused), "MIME_AMBIGUOUS"), "a nested boundary extending the outer one");
+    assert!(!has(&view(&deep_multipart(5)), "MIME_AMBIGUOUS"), "distinct nested boundaries are fine");
 }
 
 #[test]
