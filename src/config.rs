@@ -24,6 +24,8 @@ pub struct Config {
     pub banned: crate::scanners::BannedConfig,
     /// Postfix-style rule maps.
     pub rules: crate::scanners::RulesConfig,
+    /// Virus scanning with clamd.
+    pub clamav: strainer_clamav::Config,
 }
 
 /// Which protocol the listener speaks.
@@ -138,7 +140,7 @@ impl Default for RelaySection {
             hostname: None,
             connect_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(60),
-            data_timeout: Duration::from_secs(240),
+            data_timeout: Duration::from_secs(180),
         }
     }
 }
@@ -270,6 +272,20 @@ impl Config {
                 "relay.connect_timeout + relay.data_timeout must be below server.timeouts.transaction".into(),
             );
         }
+        let c = &self.clamav;
+        if c.enabled && c.addresses.is_empty() {
+            return err("clamav", "addresses", "clamav is enabled but no clamd address is given".into());
+        }
+        if c.enabled && c.scan_timeout + r.data_timeout >= t.transaction {
+            return err(
+                "clamav",
+                "scan_timeout",
+                "clamav.scan_timeout + relay.data_timeout must be below server.timeouts.transaction".into(),
+            );
+        }
+        if c.max_concurrency == 0 {
+            return err("clamav", "max_concurrency", "must be at least 1".into());
+        }
         if r.hostname.as_ref().is_some_and(|h| h.is_empty() || h.contains(char::is_whitespace)) {
             return err("relay", "hostname", "must be a host name without spaces".into());
         }
@@ -318,6 +334,11 @@ mod tests {
     #[test]
     fn empty_file_is_the_default() {
         assert_eq!(Config::parse("", "x").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn defaults_stay_valid_with_clamav_enabled() {
+        Config::parse("[clamav]\nenabled = true\n", "x").unwrap();
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub enum Decision {
 pub struct Outcome {
     /// What to do.
     pub decision: Decision,
-    /// `clean`, `banned`, `rejected`, `held`, `discarded` or `unchecked`.
+    /// `clean`, `virus`, `banned`, `rejected`, `held`, `discarded` or `unchecked`.
     pub verdict: &'static str,
     /// Sum of rule scores.
     pub score: f64,
@@ -47,6 +47,8 @@ pub fn is_unchecked(name: &str) -> bool {
                 | "ARCHIVE_UNDECIPHERABLE"
                 | "ARCHIVE_LIMIT_MEMBERS"
                 | "ARCHIVE_LIMIT_DEPTH"
+                | "CLAMAV_UNSCANNED_SIZE"
+                | "CLAMAV_FAILED"
         )
 }
 
@@ -58,6 +60,14 @@ fn generic_reject(text: &str) -> Reply {
 /// Decides what happens to a scanned message.
 pub fn decide(report: &Report) -> Outcome {
     let score: f64 = report.findings.iter().filter_map(|f| f.score).fold(0.0, |a, b| a + b);
+    if let Some(v) = report.findings.iter().find(|f| f.name == "CLAMAV_VIRUS") {
+        return Outcome {
+            decision: Decision::Reject(generic_reject("Error: message content rejected: virus found")),
+            verdict: "virus",
+            score,
+            reason: v.to_string(),
+        };
+    }
     if let Some(b) = report.findings.iter().find(|f| f.name.starts_with("BANNED_")) {
         return Outcome {
             decision: Decision::Reject(generic_reject("Error: message content rejected: banned attachment")),

@@ -18,6 +18,7 @@ pub struct Filter {
     max_passes: usize,
     relay: RelayConfig,
     local: Arc<Local>,
+    clam: Option<strainer_clamav::Client>,
 }
 
 /// What happened to one message, for the log line.
@@ -42,6 +43,7 @@ impl Filter {
             max_passes: config.server.max_passes,
             relay: config.relay(),
             local,
+            clam: config.clamav.enabled.then(|| strainer_clamav::Client::new(config.clamav.clone())),
         })
     }
 
@@ -74,7 +76,7 @@ impl Filter {
         }
         // Taking the message apart is CPU work: keep it off the threads that serve sessions.
         let (local, t) = (Arc::clone(&self.local), Arc::clone(tx));
-        let report = match tokio::task::spawn_blocking(move || local.scan(&t.message)).await {
+        let mut report = match tokio::task::spawn_blocking(move || local.scan(&t.message)).await {
             Ok(r) => r,
             Err(e) => {
                 v.verdict = "none";
@@ -86,6 +88,40 @@ impl Filter {
                 };
             }
         };
+        let mut av_header = None;
+        if let Some(clam) = &self.clam {
+            let name = &clam.config().header;
+            match crate::antivirus::scan(clam, &tx.message, &report).await {
+                Ok(found) => {
+                    report.findings.extend(found);
+                    if !name.is_empty() {
+                        let engine = clam.version().await.unwrap_or_else(|_| "ClamAV".into());
+                        av_header = Some(format!("{name}: {engine} at {}\r\n", self.hostname));
+                    }
+                }
+                Err(e) if clam.config().on_error == strainer_clamav::OnError::Tempfail => {
+                    v.verdict = "none";
+                    return Outcome {
+                        reply: DataReply::One(Reply::new(
+                            451,
+                            Enhanced(4, 3, 0),
+                            "Error: virus scanner unavailable, try again later",
+                        )),
+                        action: "tempfail",
+                        downstream_id: None,
+                        detail: format!("clamav: {e}"),
+                    };
+                }
+                Err(e) => {
+                    warn!(error = %e, "clamd failed; delivering unscanned as clamav.on_error = \"pass\" says");
+                    report.findings.push(strainer_types::Finding::new("CLAMAV_FAILED", e.to_string()));
+                    if !name.is_empty() {
+                        av_header =
+                            Some(format!("{name}: unscanned, virus scanner unavailable at {}\r\n", self.hostname));
+                    }
+                }
+            }
+        }
         let decided = decide(&report);
         v.verdict = decided.verdict;
         v.score = decided.score;
@@ -102,7 +138,10 @@ impl Filter {
                 let r = Reply::new(250, Enhanced(2, 7, 0), format!("Ok, discarded, id={}", tx.id));
                 return Outcome { reply: DataReply::One(r), action: "discard", downstream_id: None, detail: why };
             }
-            Decision::Deliver { add, remove } => (add, remove),
+            Decision::Deliver { mut add, remove } => {
+                add.extend(av_header);
+                (add, remove)
+            }
         };
         let mut prefix = self.received(tx);
         add.iter().for_each(|h| prefix.push_str(h));

@@ -5,6 +5,7 @@
 //! in-process on port 0, with the same code path `strainer serve` uses.
 #![deny(missing_docs)]
 
+pub mod antivirus;
 pub mod config;
 pub mod decide;
 pub mod filter;

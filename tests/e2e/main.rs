@@ -124,3 +124,39 @@ async fn clean_message_with_a_pdf_is_delivered_unchanged() {
     assert!(got[0].ends_with(&msg.replace("\r\n", "\n")), "{}", got[0]);
     assert!(!got[0].contains("X-Strainer-Unchecked"));
 }
+
+const EICAR: &str = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+
+#[tokio::test]
+#[ignore = "needs the Postfix instance from tests/e2e/postfix-up.sh"]
+async fn eicar_is_not_delivered() {
+    let e = E2e::new();
+    let _s = e.start_strainer();
+    let token = unique("eicar");
+    let msg = format!("From: other@test.example\r\nTo: virus@test.example\r\nSubject: {token}\r\n\r\n{EICAR}\r\n");
+    e.submit("other@test.example", &["virus@test.example"], &msg).await;
+    let bounce = e.wait_for("other", &token, 1, Duration::from_secs(60));
+    assert!(bounce[0].contains("554 5.7.1"), "{}", bounce[0]);
+    assert!(e.messages("virus").iter().all(|m| !m.contains(&token)), "EICAR was delivered");
+}
+
+#[tokio::test]
+#[ignore = "needs the Postfix instance from tests/e2e/postfix-up.sh"]
+async fn mail_waits_in_postfix_while_clamd_is_down_and_arrives_after() {
+    let e = E2e::new();
+    let _s = e.start_strainer();
+    e.stop_clamd();
+    let token = unique("clamdown");
+    let msg =
+        format!("From: other@test.example\r\nTo: queue@test.example\r\nSubject: {token}\r\n\r\nscan me later\r\n");
+    e.submit("other@test.example", &["queue@test.example"], &msg).await;
+    std::thread::sleep(Duration::from_secs(3));
+    let unscanned = e.messages("queue").into_iter().any(|m| m.contains(&token));
+    let queued = e.queued().contains(&token);
+    e.start_clamd();
+    assert!(!unscanned, "delivered while clamd was down");
+    assert!(queued, "Postfix keeps it queued: {}", e.queued());
+    e.flush();
+    let got = e.wait_for("queue", &token, 1, Duration::from_secs(90));
+    assert!(got[0].contains("X-Virus-Scanned: ClamAV"), "{}", got[0]);
+}

@@ -70,8 +70,13 @@ impl E2e {
     pub fn start_strainer(&self) -> StrainerProc {
         assert!(TcpStream::connect("127.0.0.1:10025").is_err(), "something already listens on 127.0.0.1:10025");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("strainer.log")).unwrap();
+        // The embedded defaults plus the clamd that tests/e2e/clamd-up.sh started.
+        let config = self.dir.join("strainer.toml");
+        std::fs::write(&config, "[clamav]\nenabled = true\naddresses = [\"127.0.0.1:3310\"]\n").unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_strainer"))
             .arg("serve")
+            .arg("--config")
+            .arg(&config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -138,5 +143,17 @@ impl E2e {
 
     pub fn flush(&self) {
         self.postqueue("-f");
+    }
+
+    /// Stops the test clamd (tests/e2e/clamd-down.sh).
+    pub fn stop_clamd(&self) {
+        let dir = std::env::var("STRAINER_CLAMD_DIR").expect("STRAINER_CLAMD_DIR names the clamd-up.sh folder");
+        assert!(Command::new("tests/e2e/clamd-down.sh").arg(dir).status().unwrap().success());
+    }
+
+    /// Starts the test clamd again (tests/e2e/clamd-up.sh).
+    pub fn start_clamd(&self) {
+        let dir = std::env::var("STRAINER_CLAMD_DIR").expect("STRAINER_CLAMD_DIR names the clamd-up.sh folder");
+        assert!(Command::new("tests/e2e/clamd-up.sh").arg(dir).status().unwrap().success());
     }
 }
