@@ -13,6 +13,7 @@ pub mod fuzz;
 pub mod postfix;
 pub mod scan_cmd;
 pub mod scanners;
+pub mod selftest;
 pub mod server;
 
 use std::future::Future;

@@ -54,6 +54,13 @@ enum Cmd {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Check the running chain (strainer's listener, the re-injection smtpd, clamd) and say
+    /// what to fix; exits non-zero when a check fails.
+    Selftest {
+        /// Configuration file; without it the embedded defaults are used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Work with rule maps.
     Rules {
         #[command(subcommand)]
@@ -190,6 +197,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let local = compile(&config, path.as_ref())?;
             if !scan(&files, json, &local)? {
                 std::process::exit(3);
+            }
+            Ok(())
+        }
+        Cmd::Selftest { config: path } => {
+            let config = load(path.as_ref())?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let checks = rt.block_on(strainer::selftest::run(&config));
+            checks.iter().for_each(|c| println!("{c}"));
+            if checks.iter().any(|c| !c.ok) {
+                std::process::exit(1);
             }
             Ok(())
         }

@@ -160,3 +160,29 @@ async fn mail_waits_in_postfix_while_clamd_is_down_and_arrives_after() {
     let got = e.wait_for("queue", &token, 1, Duration::from_secs(90));
     assert!(got[0].contains("X-Virus-Scanned: ClamAV"), "{}", got[0]);
 }
+
+#[tokio::test]
+#[ignore = "needs the Postfix instance from tests/e2e/postfix-up.sh"]
+async fn selftest_says_ok_when_wired_and_names_what_is_broken() {
+    let e = E2e::new();
+    let _s = e.start_strainer();
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_strainer"))
+            .args(["selftest", "--config"])
+            .arg(e.dir.join("strainer.toml"))
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("OK ")).count(), 3, "{text}");
+    assert!(text.contains("detects EICAR"), "{text}");
+    e.stop_clamd();
+    let out = run();
+    e.start_clamd();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success());
+    assert!(text.contains("FAIL  clamd at 127.0.0.1:3310"), "{text}");
+    assert!(text.contains("start clamd"), "{text}");
+}
