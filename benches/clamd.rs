@@ -33,11 +33,14 @@ fn main() {
         eprintln!("set STRAINER_CLAMD=host:port of a clamd (tests/e2e/clamd-up.sh starts one)");
         return;
     };
-    let root = std::env::var_os("STRAINER_CORPUS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("benches/corpus/package/data"));
+    let root = std::env::var_os("STRAINER_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("benches/corpus/package/data"));
     let mut files = Vec::new();
     collect(&root, &mut files);
     files.sort();
-    let msgs: Arc<Vec<Vec<u8>>> = Arc::new(files.iter().filter_map(|f| std::fs::read(f).ok()).map(as_received).collect());
+    let msgs: Arc<Vec<Vec<u8>>> =
+        Arc::new(files.iter().filter_map(|f| std::fs::read(f).ok()).map(as_received).collect());
     if msgs.is_empty() {
         eprintln!("no corpus under {}: run benches/fetch-corpus.sh", root.display());
         return;
@@ -46,7 +49,12 @@ fn main() {
     let reports: Arc<Vec<_>> = Arc::new(msgs.iter().map(|m| local.scan(m)).collect());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     for conc in [1usize, 8] {
-        let mut cfg = strainer_clamav::Config { enabled: true, addresses: vec![addr.clone()], max_concurrency: conc, ..Default::default() };
+        let mut cfg = strainer_clamav::Config {
+            enabled: true,
+            addresses: vec![addr.clone()],
+            max_concurrency: conc,
+            ..Default::default()
+        };
         cfg.max_stream = 25 << 20;
         let client = Arc::new(Client::new(cfg));
         for (label, whole) in [("raw message only", false), ("all parts + raw (serve's scanner)", true)] {
@@ -63,7 +71,13 @@ fn main() {
                             let Some(m) = msgs.get(i) else { break };
                             if whole {
                                 strainer::antivirus::scan(&client, m, &reports[i]).await.expect("clamd answers");
-                                n += reports[i].view.parts.iter().filter(|p| p.data.is_some() || p.text.is_some()).count() + 1;
+                                n += reports[i]
+                                    .view
+                                    .parts
+                                    .iter()
+                                    .filter(|p| p.data.is_some() || p.text.is_some())
+                                    .count()
+                                    + 1;
                             } else {
                                 client.scan(m).await.expect("clamd answers");
                                 n += 1;

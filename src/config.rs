@@ -26,6 +26,22 @@ pub struct Config {
     pub rules: crate::scanners::RulesConfig,
     /// Virus scanning with clamd.
     pub clamav: strainer_clamav::Config,
+    /// Where held messages go.
+    pub quarantine: QuarantineConfig,
+}
+
+/// `[quarantine]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuarantineConfig {
+    /// The store's directory (created mode 0700).
+    pub dir: std::path::PathBuf,
+}
+
+impl Default for QuarantineConfig {
+    fn default() -> Self {
+        QuarantineConfig { dir: "/var/lib/strainer/quarantine".into() }
+    }
 }
 
 /// Which protocol the listener speaks.

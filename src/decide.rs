@@ -1,6 +1,7 @@
 //! From findings to what happens to the message. A fixed, conservative mapping until the policy
-//! issue brings configurable scores, thresholds and actions: banned files and rule REJECT/HOLD
-//! are refused, DISCARD drops, limits and ambiguous structure pass with a visible tag.
+//! issue brings configurable scores, thresholds and actions: viruses, banned files and rule HOLD
+//! are quarantined (never bounced: the sender is usually forged), rule REJECT is refused, DISCARD
+//! drops, limits and ambiguous structure pass with a visible tag.
 
 use strainer_rules::Action;
 use strainer_types::{Enhanced, Reply};
@@ -21,6 +22,13 @@ pub enum Decision {
     Reject(Reply),
     /// Accept and drop.
     Discard(String),
+    /// Hold in the quarantine (250 once it is stored durably).
+    Quarantine {
+        /// `VIRUS`, `BANNED` or `HELD`.
+        category: &'static str,
+        /// A short reason from our own vocabulary or the scanner's (signature name, finding code).
+        reason: String,
+    },
 }
 
 /// The decision and the words for the log.
@@ -62,7 +70,7 @@ pub fn decide(report: &Report) -> Outcome {
     let score: f64 = report.findings.iter().filter_map(|f| f.score).fold(0.0, |a, b| a + b);
     if let Some(v) = report.findings.iter().find(|f| f.name == "CLAMAV_VIRUS") {
         return Outcome {
-            decision: Decision::Reject(generic_reject("Error: message content rejected: virus found")),
+            decision: Decision::Quarantine { category: "VIRUS", reason: v.detail.clone() },
             verdict: "virus",
             score,
             reason: v.to_string(),
@@ -70,7 +78,7 @@ pub fn decide(report: &Report) -> Outcome {
     }
     if let Some(b) = report.findings.iter().find(|f| f.name.starts_with("BANNED_")) {
         return Outcome {
-            decision: Decision::Reject(generic_reject("Error: message content rejected: banned attachment")),
+            decision: Decision::Quarantine { category: "BANNED", reason: b.name.clone() },
             verdict: "banned",
             score,
             reason: b.to_string(),
@@ -83,9 +91,9 @@ pub fn decide(report: &Report) -> Outcome {
             Action::Reject(t) => {
                 return Outcome { decision: Decision::Reject(generic_reject(t)), verdict: "rejected", score, reason };
             }
-            // No quarantine yet: a held message is refused rather than delivered.
             Action::Hold(_) => {
-                return Outcome { decision: Decision::Reject(generic_reject("")), verdict: "held", score, reason };
+                let decision = Decision::Quarantine { category: "HELD", reason: h.rule.clone() };
+                return Outcome { decision, verdict: "held", score, reason };
             }
             Action::Discard(_) => {
                 return Outcome { decision: Decision::Discard(reason.clone()), verdict: "discarded", score, reason };

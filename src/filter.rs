@@ -19,6 +19,7 @@ pub struct Filter {
     relay: RelayConfig,
     local: Arc<Local>,
     clam: Option<strainer_clamav::Client>,
+    quarantine: Option<strainer_quarantine::Store>,
 }
 
 /// What happened to one message, for the log line.
@@ -44,6 +45,13 @@ impl Filter {
             relay: config.relay(),
             local,
             clam: config.clamav.enabled.then(|| strainer_clamav::Client::new(config.clamav.clone())),
+            quarantine: match strainer_quarantine::Store::open(&config.quarantine.dir) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!(error = %e, "quarantine unusable: messages to hold will get 4xx until this is fixed");
+                    None
+                }
+            },
         })
     }
 
@@ -126,6 +134,9 @@ impl Filter {
         v.verdict = decided.verdict;
         v.score = decided.score;
         let (add, remove) = match decided.decision {
+            Decision::Quarantine { category, reason } => {
+                return self.hold(tx, category, &reason, &report, decided.score).await.with_reason(&decided.reason);
+            }
             Decision::Reject(r) => {
                 return Outcome {
                     reply: DataReply::One(r),
@@ -271,6 +282,104 @@ impl Filter {
             detail: format!("refused {names}, DSN sent"),
             downstream_id: d.queue_id,
         }
+    }
+}
+
+impl Filter {
+    /// Stores the message in the quarantine; 250 only once it is durable, 4xx otherwise.
+    async fn hold(
+        &self,
+        tx: &Arc<Transaction>,
+        category: &'static str,
+        reason: &str,
+        report: &crate::scanners::Report,
+        score: f64,
+    ) -> Outcome {
+        let Some(store) = self.quarantine.clone() else {
+            return Outcome {
+                reply: DataReply::One(Reply::tempfail("Error: cannot hold the message, try again later")),
+                action: "tempfail",
+                downstream_id: None,
+                detail: "quarantine unusable (see the start-up log)".into(),
+            };
+        };
+        let mut meta = quarantine_meta(tx, category, reason, report, score);
+        let t = Arc::clone(tx);
+        let stored = tokio::task::spawn_blocking(move || store.put(&mut meta, &t.message)).await;
+        match stored {
+            Ok(Ok(id)) => {
+                let text: String = format!("Ok, quarantined id={id} {category} {reason}")
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(200)
+                    .collect();
+                Outcome {
+                    reply: DataReply::One(Reply::new(250, Enhanced(2, 7, 0), text)),
+                    action: "quarantine",
+                    downstream_id: Some(id),
+                    detail: String::new(),
+                }
+            }
+            Ok(Err(e)) => Outcome {
+                reply: DataReply::One(Reply::tempfail("Error: cannot hold the message, try again later")),
+                action: "tempfail",
+                downstream_id: None,
+                detail: format!("quarantine write failed: {e}"),
+            },
+            Err(e) => Outcome {
+                reply: DataReply::One(Reply::tempfail("Error: cannot hold the message, try again later")),
+                action: "tempfail",
+                downstream_id: None,
+                detail: format!("quarantine write crashed: {e}"),
+            },
+        }
+    }
+}
+
+fn quarantine_meta(
+    tx: &Transaction,
+    category: &str,
+    reason: &str,
+    report: &crate::scanners::Report,
+    score: f64,
+) -> strainer_quarantine::Meta {
+    let e = &tx.envelope;
+    let mut params = Vec::new();
+    if let Some(b) = e.params.body {
+        params.push((
+            "BODY".to_string(),
+            if b == strainer_types::Body::EightBitMime { "8BITMIME" } else { "7BIT" }.to_string(),
+        ));
+    }
+    if e.params.smtputf8 {
+        params.push(("SMTPUTF8".into(), String::new()));
+    }
+    if let Some(r) = e.params.ret {
+        params.push(("RET".into(), if r == strainer_types::Ret::Full { "FULL" } else { "HDRS" }.into()));
+    }
+    if let Some(id) = &e.params.envid {
+        params.push(("ENVID".into(), id.clone()));
+    }
+    strainer_quarantine::Meta {
+        received: strainer_quarantine::now(),
+        sender: e.sender.clone(),
+        recipients: e
+            .recipients
+            .iter()
+            .map(|r| strainer_quarantine::Rcpt {
+                address: r.address.clone(),
+                notify: r.notify.clone(),
+                orcpt: r.orcpt.clone(),
+            })
+            .collect(),
+        params,
+        client: tx.client.attributes().into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        queue_id: postfix_queue_id(tx).unwrap_or_default(),
+        category: category.into(),
+        reason: reason.into(),
+        findings: report.findings.iter().map(ToString::to_string).collect(),
+        score,
+        ..Default::default()
     }
 }
 

@@ -11,6 +11,7 @@ pub mod decide;
 pub mod filter;
 pub mod fuzz;
 pub mod postfix;
+pub mod quarantine_cmd;
 pub mod scan_cmd;
 pub mod scanners;
 pub mod selftest;

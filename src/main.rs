@@ -61,10 +61,70 @@ enum Cmd {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// List, show, release, delete and purge quarantined messages.
+    Quarantine {
+        /// Configuration file; without it the embedded defaults are used.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: QuarantineCmd,
+    },
     /// Work with rule maps.
     Rules {
         #[command(subcommand)]
         command: RulesCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCmd {
+    /// List held messages, oldest first.
+    List {
+        /// Only those held within this long (e.g. 2h, 7d).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Only this category (VIRUS, BANNED, HELD).
+        #[arg(long)]
+        category: Option<String>,
+        /// Only senders containing this.
+        #[arg(long)]
+        sender: Option<String>,
+        /// Only recipients containing this.
+        #[arg(long)]
+        recipient: Option<String>,
+        /// JSON, one object per message.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a held message's metadata, findings and headers.
+    Show {
+        /// The id from `list`.
+        id: String,
+        /// Print the message itself, exactly as received.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Deliver a held message through the re-injection smtpd; exits non-zero if it is refused.
+    Release {
+        /// The id from `list`.
+        id: String,
+        /// Deliver to these recipients instead of the original ones.
+        #[arg(long = "to")]
+        to: Vec<String>,
+        /// Release again although an earlier release was accepted.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Delete a held message.
+    Delete {
+        /// The id from `list`.
+        id: String,
+    },
+    /// Delete held messages older than a duration.
+    Purge {
+        /// For example 30d.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
     },
 }
 
@@ -210,6 +270,48 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             checks.iter().for_each(|c| println!("{c}"));
             if checks.iter().any(|c| !c.ok) {
                 std::process::exit(1);
+            }
+            Ok(())
+        }
+        Cmd::Quarantine { config: path, command } => {
+            let config = load(path.as_ref())?;
+            let store = strainer_quarantine::Store::open(&config.quarantine.dir).with_context(|| {
+                format!("cannot open the quarantine (quarantine.dir = {})", config.quarantine.dir.display())
+            })?;
+            use strainer::quarantine_cmd as q;
+            match command {
+                QuarantineCmd::List { since, category, sender, recipient, json } => {
+                    let entries = q::list(&store, &q::Filter { since, category, sender, recipient })?;
+                    if json {
+                        entries.iter().for_each(|m| println!("{}", serde_json::to_string(m).unwrap_or_default()));
+                    } else {
+                        print!("{}", q::render_list(&entries));
+                    }
+                }
+                QuarantineCmd::Show { id, raw } => {
+                    let message = store.message(&id)?;
+                    if raw {
+                        use std::io::Write;
+                        std::io::stdout().write_all(&message).context("cannot write to stdout")?;
+                    } else {
+                        print!("{}", q::render_show(&store.meta(&id)?, &message));
+                    }
+                }
+                QuarantineCmd::Release { id, to, force } => {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .context("cannot start the async runtime")?;
+                    println!("{}", rt.block_on(q::release(&config, &store, &id, &to, force))?);
+                }
+                QuarantineCmd::Delete { id } => {
+                    store.delete(&id)?;
+                    println!("{id} deleted");
+                }
+                QuarantineCmd::Purge { older_than } => {
+                    let n = store.purge(older_than)?;
+                    println!("{n} message(s) purged");
+                }
             }
             Ok(())
         }

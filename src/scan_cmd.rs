@@ -51,6 +51,7 @@ pub fn answer(o: &Outcome) -> String {
             s
         }
         Decision::Reject(r) => format!("reject: {}", r.one_line()),
+        Decision::Quarantine { category, reason } => format!("quarantine ({category} {reason})"),
         Decision::Discard(_) => "discard (250, not delivered)".into(),
     }
 }

@@ -89,23 +89,46 @@ mod fixtures;
 
 #[tokio::test]
 #[ignore = "needs the Postfix instance from tests/e2e/postfix-up.sh"]
-async fn exe_inside_a_zip_is_not_delivered_and_the_sender_gets_a_bounce() {
+async fn exe_in_a_zip_is_quarantined_and_release_delivers_the_original_bytes() {
     let e = E2e::new();
     let _s = e.start_strainer();
-    let token = unique("virusless");
-    let mut msg = fixtures::named(
+    let token = unique("banned");
+    let body = fixtures::named(
         "invoice.zip",
         "application/zip",
         &fixtures::zip(&[fixtures::Entry::new("invoice.pdf.exe", fixtures::PE)]),
     );
-    let subject = format!("Subject: {token}\r\n");
-    msg.splice(0..0, subject.bytes());
-    let msg = String::from_utf8(msg).unwrap();
+    let msg = format!(
+        "Subject: {token}\r\nDate: Wed, 25 Nov 2026 09:00:00 +0000\r\nMessage-ID: <{token}@test.example>\r\n{}",
+        String::from_utf8(body).unwrap()
+    );
     e.submit("other@test.example", &["virus@test.example"], &msg).await;
-    // The bounce Postfix returns to the sender names our refusal.
-    let bounce = e.wait_for("other", &token, 1, Duration::from_secs(60));
-    assert!(bounce[0].contains("554 5.7.1"), "{}", bounce[0]);
-    assert!(e.messages("virus").iter().all(|m| !m.contains(&token)), "the banned message was delivered");
+    let id = e.wait_quarantined(&token, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(e.messages("virus").iter().all(|m| !m.contains(&token)), "delivered although banned");
+    assert!(e.messages("other").iter().all(|m| !m.contains(&token)), "bounced to a (possibly forged) sender");
+    let list = e.cli(&["quarantine", "list"]);
+    assert!(String::from_utf8_lossy(&list.stdout).contains(&format!("{id}  ")), "{list:?}");
+
+    // Release: Postfix accepts, the recipient gets the original bytes below our headers.
+    let out = e.cli(&["quarantine", "release", &id]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("released"), "{out:?}");
+    let got = e.wait_for("virus", &token, 1, Duration::from_secs(60));
+    assert!(got[0].ends_with(&msg.replace("\r\n", "\n")), "{}", got[0]);
+    assert!(got[0].contains("X-Strainer-Released: "), "{}", got[0]);
+
+    // Twice needs --force; a recipient Postfix refuses makes release fail with Postfix's words.
+    let again = e.cli(&["quarantine", "release", &id]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"), "{again:?}");
+    let refused = e.cli(&["quarantine", "release", &id, "--force", "--to", "no such address"]);
+    assert!(!refused.status.success(), "{refused:?}");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("NOT released") && err.contains("5.1."), "{err}");
+    let show = e.cli(&["quarantine", "show", &id]);
+    let show = String::from_utf8_lossy(&show.stdout);
+    assert!(show.contains("accepted") && show.contains("NOT accepted"), "release history kept: {show}");
 }
 
 #[tokio::test]
@@ -129,14 +152,15 @@ const EICAR: &str = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-
 
 #[tokio::test]
 #[ignore = "needs the Postfix instance from tests/e2e/postfix-up.sh"]
-async fn eicar_is_not_delivered() {
+async fn eicar_is_quarantined_not_delivered() {
     let e = E2e::new();
     let _s = e.start_strainer();
     let token = unique("eicar");
     let msg = format!("From: other@test.example\r\nTo: virus@test.example\r\nSubject: {token}\r\n\r\n{EICAR}\r\n");
     e.submit("other@test.example", &["virus@test.example"], &msg).await;
-    let bounce = e.wait_for("other", &token, 1, Duration::from_secs(60));
-    assert!(bounce[0].contains("554 5.7.1"), "{}", bounce[0]);
+    let id = e.wait_quarantined(&token, Duration::from_secs(60));
+    let show = String::from_utf8_lossy(&e.cli(&["quarantine", "show", &id]).stdout).into_owned();
+    assert!(show.contains("category:   VIRUS") && show.contains("Eicar-Test-Signature"), "{show}");
     assert!(e.messages("virus").iter().all(|m| !m.contains(&token)), "EICAR was delivered");
 }
 

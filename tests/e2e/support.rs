@@ -72,7 +72,15 @@ impl E2e {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("strainer.log")).unwrap();
         // The embedded defaults plus the clamd that tests/e2e/clamd-up.sh started.
         let config = self.dir.join("strainer.toml");
-        std::fs::write(&config, "[clamav]\nenabled = true\naddresses = [\"127.0.0.1:3310\"]\n").unwrap();
+        let q = self.dir.join("quarantine");
+        std::fs::write(
+            &config,
+            format!(
+                "[clamav]\nenabled = true\naddresses = [\"127.0.0.1:3310\"]\n[quarantine]\ndir = \"{}\"\n",
+                q.display()
+            ),
+        )
+        .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_strainer"))
             .arg("serve")
             .arg("--config")
@@ -143,6 +151,31 @@ impl E2e {
 
     pub fn flush(&self) {
         self.postqueue("-f");
+    }
+
+    /// Runs the strainer CLI with the e2e configuration.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_strainer"))
+            .args(args)
+            .arg("--config")
+            .arg(self.dir.join("strainer.toml"))
+            .output()
+            .unwrap()
+    }
+
+    /// Waits for a quarantine entry whose message contains `token`; returns its id.
+    pub fn wait_quarantined(&self, token: &str, limit: Duration) -> String {
+        let store = strainer_quarantine::Store::open(self.dir.join("quarantine")).unwrap();
+        let deadline = Instant::now() + limit;
+        loop {
+            for m in store.list().unwrap() {
+                if store.message(&m.id).is_ok_and(|b| String::from_utf8_lossy(&b).contains(token)) {
+                    return m.id;
+                }
+            }
+            assert!(Instant::now() < deadline, "nothing with {token} in the quarantine; queue: {}", self.queued());
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Stops the test clamd (tests/e2e/clamd-down.sh).

@@ -70,8 +70,11 @@ fn eicar_cases() -> Vec<(&'static str, Vec<u8>)> {
 async fn eicar_is_found_however_it_is_wrapped() {
     for (what, msg) in eicar_cases() {
         let (r, sink) = send(with_clamav(vec![clamd()], OnError::Tempfail), &msg).await;
-        assert_eq!((r.code, r.enhanced.map(|e| e.to_string())), (554, Some("5.7.1".into())), "EICAR {what}: {r}");
-        assert!(r.text().contains("virus"), "found by clamd, not by another check: {what}: {r}");
+        assert_eq!(r.code, 250, "EICAR {what}: {r}");
+        assert!(
+            r.text().contains("quarantined id=") && r.text().contains("VIRUS Eicar-Test-Signature"),
+            "found by clamd: {what}: {r}"
+        );
         assert!(sink.got().is_empty(), "EICAR {what} was delivered");
     }
 }
@@ -93,8 +96,8 @@ async fn second_clamd_is_used_when_the_first_is_down() {
         &named("e.txt", "application/octet-stream", EICAR),
     )
     .await;
-    assert_eq!(r.code, 554, "{r}");
-    assert!(r.text().contains("virus"), "{r}");
+    assert_eq!(r.code, 250, "{r}");
+    assert!(r.text().contains("VIRUS"), "{r}");
     assert!(sink.got().is_empty());
 }
 

@@ -23,11 +23,32 @@ fn base() -> strainer::config::Config {
 }
 
 #[tokio::test]
-async fn banned_attachment_is_refused_and_not_delivered() {
+async fn banned_attachment_is_quarantined_not_delivered_not_bounced() {
     let msg = named("docs.zip", "application/zip", &zip(&[Entry::new("setup.exe", PE)]));
-    let (r, sink) = send(base(), &msg).await;
-    assert_eq!((r.code, r.enhanced.map(|e| e.to_string())), (554, Some("5.7.1".into())), "{r}");
-    assert!(!r.text().contains("setup.exe"), "the reply is generic; details go to the log");
+    let cfg = base();
+    let store = strainer_quarantine::Store::open(&cfg.quarantine.dir).unwrap();
+    let (r, sink) = send(cfg, &msg).await;
+    assert_eq!((r.code, r.enhanced.map(|e| e.to_string())), (250, Some("2.7.0".into())), "{r}");
+    assert!(r.text().contains("quarantined id=") && r.text().contains("BANNED BANNED_EXT"), "{r}");
+    assert!(!r.text().contains("setup.exe"), "no file names from the message in the reply");
+    assert!(sink.got().is_empty());
+    let held = store.list().unwrap();
+    assert_eq!(held.len(), 1);
+    assert!(r.text().contains(&held[0].id));
+    assert_eq!(store.message(&held[0].id).unwrap(), msg, "the exact bytes received");
+    assert_eq!(held[0].recipients[0].address, "b@example.net");
+    assert!(held[0].findings.iter().any(|f| f.contains("setup.exe")));
+}
+
+#[tokio::test]
+async fn an_unwritable_quarantine_defers_instead_of_losing_mail() {
+    let msg = named("docs.zip", "application/zip", &zip(&[Entry::new("setup.exe", PE)]));
+    let mut cfg = base();
+    // A file where the directory should be: the store cannot open.
+    let f = tempfile::NamedTempFile::new().unwrap();
+    cfg.quarantine.dir = f.path().join("q");
+    let (r, sink) = send(cfg, &msg).await;
+    assert_eq!(r.code / 100, 4, "{r}");
     assert!(sink.got().is_empty());
 }
 

@@ -103,6 +103,9 @@ pub fn test_config(relay: SocketAddr) -> Config {
     c.relay.command_timeout = Duration::from_secs(2);
     c.relay.data_timeout = Duration::from_secs(2);
     c.server.timeouts.transaction = Duration::from_secs(10);
+    // Each test its own quarantine, never /var/lib.
+    let q = std::env::temp_dir().join(format!("strainer-test-q-{}-{}", std::process::id(), strainer_receive::new_id()));
+    c.quarantine.dir = q;
     c
 }
 
