@@ -28,6 +28,8 @@ pub struct Config {
     pub clamav: strainer_clamav::Config,
     /// Where held messages go.
     pub quarantine: QuarantineConfig,
+    /// Scores, thresholds and actions.
+    pub policy: strainer_policy::Config,
 }
 
 /// `[quarantine]`

@@ -1,10 +1,9 @@
-//! From findings to what happens to the message. A fixed, conservative mapping until the policy
-//! issue brings configurable scores, thresholds and actions: viruses, banned files and rule HOLD
-//! are quarantined (never bounced: the sender is usually forged), rule REJECT is refused, DISCARD
-//! drops, limits and ambiguous structure pass with a visible tag.
+//! From a scan report to what happens to the message: the policy crate decides, this module turns
+//! its verdict into bytes (headers to add, header fields to remove) and replies.
 
+use strainer_policy::{Action as PolicyAction, OWN_HEADERS, RuleOutcome};
 use strainer_rules::Action;
-use strainer_types::{Enhanced, Reply};
+use strainer_types::{Enhanced, Reply, headers};
 
 use crate::scanners::Report;
 
@@ -15,7 +14,7 @@ pub enum Decision {
     Deliver {
         /// Complete header lines (CRLF-terminated).
         add: Vec<String>,
-        /// Top-level header fields to drop (IGNORE), as byte ranges of the message.
+        /// Top-level header fields to drop, as byte ranges of the message.
         remove: Vec<(usize, usize)>,
     },
     /// Refuse with this reply (5xx: Postfix returns the mail to its sender).
@@ -24,11 +23,13 @@ pub enum Decision {
     Discard(String),
     /// Hold in the quarantine (250 once it is stored durably).
     Quarantine {
-        /// `VIRUS`, `BANNED` or `HELD`.
+        /// `VIRUS`, `BANNED`, `RULE`, `AMBIGUOUS`, `UNCHECKED` or `SPAM`.
         category: &'static str,
         /// A short reason from our own vocabulary or the scanner's (signature name, finding code).
         reason: String,
     },
+    /// Defer (only when an administrator configured `tempfail` for a category).
+    Tempfail,
 }
 
 /// The decision and the words for the log.
@@ -36,28 +37,12 @@ pub enum Decision {
 pub struct Outcome {
     /// What to do.
     pub decision: Decision,
-    /// `clean`, `virus`, `banned`, `rejected`, `held`, `discarded` or `unchecked`.
+    /// The category, lower case: `clean`, `virus`, `banned`, `rule`, `ambiguous`, `unchecked`, `spam`.
     pub verdict: &'static str,
-    /// Sum of rule scores.
+    /// The total score.
     pub score: f64,
-    /// Why, for logs.
+    /// Why, for logs; says what warn mode held back.
     pub reason: String,
-}
-
-/// Findings that mean "could not be checked completely".
-pub fn is_unchecked(name: &str) -> bool {
-    name.starts_with("MIME_")
-        || matches!(
-            name,
-            "ARCHIVE_BOMB"
-                | "ARCHIVE_ENCRYPTED"
-                | "ARCHIVE_CORRUPT"
-                | "ARCHIVE_UNDECIPHERABLE"
-                | "ARCHIVE_LIMIT_MEMBERS"
-                | "ARCHIVE_LIMIT_DEPTH"
-                | "CLAMAV_UNSCANNED_SIZE"
-                | "CLAMAV_FAILED"
-        )
 }
 
 fn generic_reject(text: &str) -> Reply {
@@ -65,61 +50,101 @@ fn generic_reject(text: &str) -> Reply {
     Reply::new(554, Enhanced(5, 7, 1), t.to_string())
 }
 
-/// Decides what happens to a scanned message.
-pub fn decide(report: &Report) -> Outcome {
-    let score: f64 = report.findings.iter().filter_map(|f| f.score).fold(0.0, |a, b| a + b);
-    if let Some(v) = report.findings.iter().find(|f| f.name == "CLAMAV_VIRUS") {
-        return Outcome {
-            decision: Decision::Quarantine { category: "VIRUS", reason: v.detail.clone() },
-            verdict: "virus",
-            score,
-            reason: v.to_string(),
+/// Header fields of our own vocabulary that arrived from outside, to be removed.
+fn foreign_copies(message: &[u8], extra: &[&str]) -> Vec<(usize, usize)> {
+    headers::fields(message)
+        .filter(|f| OWN_HEADERS.iter().chain(extra).any(|n| f.name.eq_ignore_ascii_case(n.as_bytes())))
+        .map(|f| (f.start, f.end))
+        .collect()
+}
+
+/// Decides what happens to a scanned message. `extra_own` names more headers we own (the
+/// virus-scan header), whose outside copies are removed too.
+pub fn decide(report: &Report, policy: &strainer_policy::Config, message: &[u8], extra_own: &[&str]) -> Outcome {
+    // Postfix semantics: the first final rule action met, in message order, decides.
+    let rule = report.hits.iter().find_map(|h| {
+        let o = match &h.action {
+            Action::Reject(t) => RuleOutcome::Reject(t.clone()),
+            Action::Discard(_) => RuleOutcome::Discard,
+            Action::Hold(_) => RuleOutcome::Hold,
+            _ => return None,
         };
+        Some((o, format!("{} {} ({})", h.rule, h.action, h.input), h.rule.clone()))
+    });
+    let v = policy.decide(&report.findings, rule.as_ref().map(|(o, why, _)| (o, why.as_str())));
+    let verdict: &'static str = match v.category {
+        strainer_policy::Category::Virus => "virus",
+        strainer_policy::Category::Banned => "banned",
+        strainer_policy::Category::Rule => "rule",
+        strainer_policy::Category::Ambiguous => "ambiguous",
+        strainer_policy::Category::Unchecked => "unchecked",
+        strainer_policy::Category::Spam => "spam",
+        strainer_policy::Category::Clean => "clean",
+    };
+    let mut reason = v.reason.clone();
+    if let Some(w) = v.warned {
+        reason = format!("WARN would {}: {reason}", w.name());
     }
-    if let Some(b) = report.findings.iter().find(|f| f.name.starts_with("BANNED_")) {
-        return Outcome {
-            decision: Decision::Quarantine { category: "BANNED", reason: b.name.clone() },
-            verdict: "banned",
-            score,
-            reason: b.to_string(),
-        };
-    }
-    // Postfix semantics: the first final action met, in message order, decides.
-    for h in &report.hits {
-        let reason = format!("{} {} ({})", h.rule, h.action, h.input);
-        match &h.action {
-            Action::Reject(t) => {
-                return Outcome { decision: Decision::Reject(generic_reject(t)), verdict: "rejected", score, reason };
-            }
-            Action::Hold(_) => {
-                let decision = Decision::Quarantine { category: "HELD", reason: h.rule.clone() };
-                return Outcome { decision, verdict: "held", score, reason };
-            }
-            Action::Discard(_) => {
-                return Outcome { decision: Decision::Discard(reason.clone()), verdict: "discarded", score, reason };
-            }
-            _ => {}
+    // The short reason for the reply and the quarantine: our codes, the signature, the rule.
+    let short = match v.category {
+        strainer_policy::Category::Virus => {
+            report.findings.iter().find(|f| f.name == "CLAMAV_VIRUS").map(|f| f.detail.clone()).unwrap_or_default()
         }
-    }
-    let mut add: Vec<String> = report
-        .hits
-        .iter()
-        .filter_map(|h| match &h.action {
-            Action::Prepend(line) => Some(format!("{line}\r\n")),
-            _ => None,
-        })
-        .collect();
-    let remove: Vec<(usize, usize)> =
-        report.hits.iter().filter(|h| matches!(h.action, Action::Ignore)).filter_map(|h| h.header_range).collect();
-    let mut unchecked: Vec<&str> =
-        report.findings.iter().map(|f| f.name.as_str()).filter(|n| is_unchecked(n)).collect();
-    unchecked.sort_unstable();
-    unchecked.dedup();
-    let verdict = if unchecked.is_empty() { "clean" } else { "unchecked" };
-    if !unchecked.is_empty() {
-        // Only our own finding names go into the header, never text from the message.
-        add.push(format!("X-Strainer-Unchecked: {}\r\n", unchecked.join(" ")));
-    }
-    let reason = report.findings.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(" ");
-    Outcome { decision: Decision::Deliver { add, remove }, verdict, score, reason }
+        strainer_policy::Category::Rule => rule.as_ref().map(|(_, _, r)| r.clone()).unwrap_or_default(),
+        strainer_policy::Category::Spam => format!("score={:.1}", v.score),
+        _ => report
+            .findings
+            .iter()
+            .map(|f| f.name.as_str())
+            .find(|n| {
+                n.starts_with("BANNED_")
+                    || n.starts_with("MIME_")
+                    || n.starts_with("ARCHIVE_")
+                    || n.starts_with("CLAMAV_")
+            })
+            .unwrap_or("")
+            .to_string(),
+    };
+    let decision = match v.action {
+        PolicyAction::Deliver | PolicyAction::Tag => {
+            let mut add: Vec<String> = report
+                .hits
+                .iter()
+                .filter_map(|h| match &h.action {
+                    Action::Prepend(line) => Some(format!("{line}\r\n")),
+                    _ => None,
+                })
+                .collect();
+            add.extend(v.headers.iter().cloned());
+            let mut remove: Vec<(usize, usize)> = report
+                .hits
+                .iter()
+                .filter(|h| matches!(h.action, Action::Ignore))
+                .filter_map(|h| h.header_range)
+                .collect();
+            remove.extend(foreign_copies(message, extra_own));
+            if let Some(tag) = &v.subject_tag {
+                if let Some(f) = headers::fields(message).find(|f| f.name.eq_ignore_ascii_case(b"Subject")) {
+                    remove.push((f.start, f.end));
+                    add.push(format!("Subject: {tag} {}\r\n", String::from_utf8_lossy(f.value).trim_start()));
+                } else {
+                    add.push(format!("Subject: {tag}\r\n"));
+                }
+            }
+            remove.sort_unstable();
+            remove.dedup();
+            Decision::Deliver { add, remove }
+        }
+        PolicyAction::Quarantine => Decision::Quarantine { category: v.category.name(), reason: short },
+        PolicyAction::Discard => Decision::Discard(reason.clone()),
+        PolicyAction::Reject => {
+            let text = match &rule {
+                Some((RuleOutcome::Reject(t), _, _)) if v.category == strainer_policy::Category::Rule => t.clone(),
+                _ => String::new(),
+            };
+            Decision::Reject(generic_reject(&text))
+        }
+        PolicyAction::Tempfail => Decision::Tempfail,
+    };
+    Outcome { decision, verdict, score: v.score, reason }
 }

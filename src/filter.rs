@@ -20,6 +20,7 @@ pub struct Filter {
     local: Arc<Local>,
     clam: Option<strainer_clamav::Client>,
     quarantine: Option<strainer_quarantine::Store>,
+    policy: strainer_policy::Config,
 }
 
 /// What happened to one message, for the log line.
@@ -45,6 +46,7 @@ impl Filter {
             relay: config.relay(),
             local,
             clam: config.clamav.enabled.then(|| strainer_clamav::Client::new(config.clamav.clone())),
+            policy: config.policy.clone(),
             quarantine: match strainer_quarantine::Store::open(&config.quarantine.dir) {
                 Ok(s) => Some(s),
                 Err(e) => {
@@ -130,7 +132,8 @@ impl Filter {
                 }
             }
         }
-        let decided = decide(&report);
+        let own: Vec<&str> = self.clam.iter().map(|c| c.config().header.as_str()).filter(|h| !h.is_empty()).collect();
+        let decided = decide(&report, &self.policy, &tx.message, &own);
         v.verdict = decided.verdict;
         v.score = decided.score;
         let (add, remove) = match decided.decision {
@@ -148,6 +151,15 @@ impl Filter {
             Decision::Discard(why) => {
                 let r = Reply::new(250, Enhanced(2, 7, 0), format!("Ok, discarded, id={}", tx.id));
                 return Outcome { reply: DataReply::One(r), action: "discard", downstream_id: None, detail: why };
+            }
+            Decision::Tempfail => {
+                let r = Reply::new(451, Enhanced(4, 7, 1), "Error: message deferred by policy");
+                return Outcome {
+                    reply: DataReply::One(r),
+                    action: "tempfail",
+                    downstream_id: None,
+                    detail: decided.reason,
+                };
             }
             Decision::Deliver { mut add, remove } => {
                 add.extend(av_header);
@@ -443,13 +455,17 @@ fn log_message(tx: &Transaction, o: &Outcome, v: &Verdict, start: Instant) {
     };
     let elapsed_ms = start.elapsed().as_millis() as u64;
     let fields = (queue_id, client, format!("<{}>", tx.envelope.sender), to, tx.message.len());
+    // For a held message the id is the quarantine's; otherwise the downstream queue id.
+    let held = o.action == "quarantine";
+    let downstream_id = if held { "-" } else { o.downstream_id.as_deref().unwrap_or("-") };
+    let quarantine_id = if held { o.downstream_id.as_deref().unwrap_or("-") } else { "-" };
     if o.action == "tempfail" {
         warn!(queue_id = %fields.0, id = %tx.id, client = %fields.1, from = %fields.2, to = %fields.3, size = fields.4,
-            verdict = v.verdict, score = v.score, action = o.action, downstream_id = o.downstream_id.as_deref().unwrap_or("-"),
+            category = v.verdict, score = v.score, action = o.action, downstream_id, quarantine_id,
             elapsed_ms, detail = %o.detail, reply = %reply, "message");
     } else {
         info!(queue_id = %fields.0, id = %tx.id, client = %fields.1, from = %fields.2, to = %fields.3, size = fields.4,
-            verdict = v.verdict, score = v.score, action = o.action, downstream_id = o.downstream_id.as_deref().unwrap_or("-"),
+            category = v.verdict, score = v.score, action = o.action, downstream_id, quarantine_id,
             elapsed_ms, detail = %o.detail, reply = %reply, "message");
     }
 }

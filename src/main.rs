@@ -169,7 +169,7 @@ fn compile(config: &Config, path: Option<&PathBuf>) -> anyhow::Result<Local> {
     Local::compile(config, &base).with_context(|| origin)
 }
 
-fn scan(files: &[PathBuf], json: bool, local: &Local) -> anyhow::Result<bool> {
+fn scan(files: &[PathBuf], json: bool, local: &Local, policy: &strainer_policy::Config) -> anyhow::Result<bool> {
     let inputs: Vec<PathBuf> = if files.is_empty() { vec![PathBuf::from("-")] } else { files.to_vec() };
     let mut all_clean = true;
     for f in &inputs {
@@ -182,7 +182,7 @@ fn scan(files: &[PathBuf], json: bool, local: &Local) -> anyhow::Result<bool> {
         };
         let msg = strainer::scan_cmd::as_received(bytes);
         let report = local.scan(&msg);
-        let outcome = strainer::decide::decide(&report);
+        let outcome = strainer::decide::decide(&report, policy, &msg, &[]);
         all_clean &= outcome.verdict == "clean";
         let label = f.display().to_string();
         if json {
@@ -255,7 +255,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Scan { files, json, config: path } => {
             let config = load(path.as_ref())?;
             let local = compile(&config, path.as_ref())?;
-            if !scan(&files, json, &local)? {
+            if !scan(&files, json, &local, &config.policy)? {
                 std::process::exit(3);
             }
             Ok(())

@@ -52,6 +52,7 @@ pub fn answer(o: &Outcome) -> String {
         }
         Decision::Reject(r) => format!("reject: {}", r.one_line()),
         Decision::Quarantine { category, reason } => format!("quarantine ({category} {reason})"),
+        Decision::Tempfail => "tempfail (4xx)".into(),
         Decision::Discard(_) => "discard (250, not delivered)".into(),
     }
 }

@@ -210,3 +210,42 @@ async fn selftest_says_ok_when_wired_and_names_what_is_broken() {
     assert!(text.contains("FAIL  clamd at 127.0.0.1:3310"), "{text}");
     assert!(text.contains("start clamd"), "{text}");
 }
+
+#[tokio::test]
+#[ignore = "needs the Postfix instance from tests/e2e/postfix-up.sh"]
+async fn spam_arrives_tagged_reject_bounces_discard_vanishes() {
+    let e = E2e::new();
+    let _s = e.start_strainer();
+    let spam = unique("e2e-spam");
+    let msg = format!(
+        "From: other@test.example\r\nTo: spam@test.example\r\nX-Spam-Flag: NO\r\nSubject: {spam}\r\n\r\nbuy\r\n"
+    );
+    e.submit("other@test.example", &["spam@test.example"], &msg).await;
+    let got = e.wait_for("spam", &spam, 1, Duration::from_secs(60));
+    assert!(got[0].contains("X-Spam-Flag: YES") && !got[0].contains("X-Spam-Flag: NO"), "{}", got[0]);
+    assert!(got[0].contains("X-Spam-Status: Yes, score=6.0"), "{}", got[0]);
+
+    let rejected = unique("e2e-reject");
+    let msg = format!("From: other@test.example\r\nTo: spam@test.example\r\nSubject: {rejected}\r\n\r\nno\r\n");
+    e.submit("other@test.example", &["spam@test.example"], &msg).await;
+    let bounce = e.wait_for("other", &rejected, 1, Duration::from_secs(60));
+    assert!(bounce[0].contains("554 5.7.1 e2e says no"), "Postfix returns it with our reply: {}", bounce[0]);
+
+    let discarded = unique("e2e-discard");
+    let msg = format!("From: other@test.example\r\nTo: spam@test.example\r\nSubject: {discarded}\r\n\r\ngone\r\n");
+    e.submit("other@test.example", &["spam@test.example"], &msg).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let log = loop {
+        let log = std::fs::read_to_string(e.dir.join("maillog")).unwrap_or_default();
+        if log.lines().any(|l| l.contains("Ok, discarded")) && !e.queued().contains(&discarded) {
+            break log;
+        }
+        assert!(std::time::Instant::now() < deadline, "no discard in Postfix's log");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(log.contains("status=sent (250 2.7.0 Ok, discarded"), "Postfix logs our 250 text");
+    std::thread::sleep(Duration::from_secs(1));
+    for user in ["spam", "other"] {
+        assert!(e.messages(user).iter().all(|m| !m.contains(&discarded)), "discarded mail arrived at {user}");
+    }
+}

@@ -70,14 +70,18 @@ impl E2e {
     pub fn start_strainer(&self) -> StrainerProc {
         assert!(TcpStream::connect("127.0.0.1:10025").is_err(), "something already listens on 127.0.0.1:10025");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("strainer.log")).unwrap();
-        // The embedded defaults plus the clamd that tests/e2e/clamd-up.sh started.
+        // The embedded defaults plus the clamd that tests/e2e/clamd-up.sh started, the e2e quarantine
+        // and three header checks (spam score, reject, discard).
         let config = self.dir.join("strainer.toml");
         let q = self.dir.join("quarantine");
+        let checks = self.dir.join("header_checks");
+        std::fs::write(&checks, "/^Subject:.*e2e-spam/ SCORE 6 e2e spam\n/^Subject:.*e2e-reject/ REJECT e2e says no\n/^Subject:.*e2e-discard/ DISCARD\n").unwrap();
         std::fs::write(
             &config,
             format!(
-                "[clamav]\nenabled = true\naddresses = [\"127.0.0.1:3310\"]\n[quarantine]\ndir = \"{}\"\n",
-                q.display()
+                "[clamav]\nenabled = true\naddresses = [\"127.0.0.1:3310\"]\n[quarantine]\ndir = \"{}\"\n[rules]\nheader_checks = [\"{}\"]\n",
+                q.display(),
+                checks.display()
             ),
         )
         .unwrap();

@@ -106,16 +106,56 @@ async fn prepend_and_ignore_edit_only_headers() {
 }
 
 #[tokio::test]
-async fn ambiguous_mime_is_delivered_tagged_unchecked() {
+async fn ambiguous_mime_is_quarantined_by_default_and_tagged_when_configured() {
     let msg = with_attachment(
         "Content-Type: application/octet-stream; name=\"a.bin\"\r\nContent-Transfer-Encoding: 7bit",
         b"data",
     );
     let (r, sink) = send(base(), &msg).await;
     assert_eq!(r.code, 250, "{r}");
+    assert!(r.text().contains("quarantined") && r.text().contains("AMBIGUOUS MIME_AMBIGUOUS"), "{r}");
+    assert!(sink.got().is_empty());
+    let mut cfg = base();
+    cfg.policy.actions.ambiguous = strainer_policy::Action::Tag;
+    let (r, sink) = send(cfg, &msg).await;
+    assert_eq!(r.code, 250, "{r}");
     let m = String::from_utf8_lossy(&sink.got()[0].message).into_owned();
     assert!(m.contains("X-Strainer-Unchecked: MIME_AMBIGUOUS\r\n"), "{m}");
     assert!(m.ends_with(&String::from_utf8_lossy(&msg).into_owned()));
+}
+
+#[tokio::test]
+async fn spam_headers_are_ours_and_outside_copies_are_removed() {
+    let (mut cfg, _d) = with_tables("/^Subject:.*cheap/ SCORE 6 cheap subject\n", "");
+    cfg.policy.subject_tag = "[SPAM]".into();
+    let msg = b"From: a@example.org\r\nX-Spam-Flag: NO\r\nX-Spam-Status: No, score=-100\r\nSubject: cheap stuff\r\n\r\nbuy\r\n";
+    let (r, sink) = send(cfg.clone(), msg).await;
+    assert_eq!(r.code, 250, "{r}");
+    let m = String::from_utf8_lossy(&sink.got()[0].message).into_owned();
+    assert!(m.contains("X-Spam-Flag: YES\r\n") && !m.contains("X-Spam-Flag: NO"), "{m}");
+    assert!(m.contains("X-Spam-Status: Yes, score=6.0 required=5.0 tests=[RULE_SCORE]\r\n"), "{m}");
+    assert!(!m.contains("score=-100"), "a spammer's pre-set status is gone: {m}");
+    assert!(m.contains("Subject: [SPAM] cheap stuff\r\n") && m.matches("Subject:").count() == 1, "{m}");
+    assert!(m.ends_with("\r\n\r\nbuy\r\n"));
+    // Warn mode: what would be held is delivered, and says so.
+    cfg.policy.quarantine = 5.5;
+    cfg.policy.warn = true;
+    let (r, sink) = send(cfg, msg).await;
+    assert_eq!(r.code, 250, "{r}");
+    let m = String::from_utf8_lossy(&sink.got()[0].message).into_owned();
+    assert!(m.contains("X-Strainer-Warn: would quarantine (SPAM)\r\n"), "{m}");
+}
+
+#[tokio::test]
+async fn high_spam_is_quarantined_and_very_high_spam_rejected() {
+    let (mut cfg, _d) = with_tables("/^Subject:.*cheap/ SCORE 16 cheap subject\n", "");
+    let msg = b"From: a@example.org\r\nSubject: cheap stuff\r\n\r\nbuy\r\n";
+    let (r, sink) = send(cfg.clone(), msg).await;
+    assert!(r.code == 250 && r.text().contains("quarantined") && r.text().contains("SPAM score=16.0"), "{r}");
+    assert!(sink.got().is_empty());
+    cfg.policy.reject = 16.0;
+    let (r, _) = send(cfg, msg).await;
+    assert_eq!((r.code, r.text()), (554, "Error: message content rejected".to_string()));
 }
 
 #[tokio::test]
@@ -125,4 +165,26 @@ async fn a_bomb_is_a_finding_not_a_crash() {
     assert_eq!(r.code, 250, "{r}");
     let m = String::from_utf8_lossy(&sink.got()[0].message).into_owned();
     assert!(m.contains("X-Strainer-Unchecked: "), "delivered visibly unchecked");
+}
+
+#[tokio::test]
+#[ignore = "needs root to mount a small tmpfs (scripts/test.sh runs it)"]
+async fn a_full_disk_defers_instead_of_losing_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mount a 64 KiB tmpfs");
+    let mut cfg = base();
+    cfg.quarantine.dir = mnt.join("q");
+    let big = vec![b'x'; 300 * 1024];
+    let msg = named("setup.exe", "application/octet-stream", &big);
+    let (r, sink) = send(cfg, &msg).await;
+    let _ = std::process::Command::new("umount").arg(&mnt).status();
+    assert_eq!(r.code / 100, 4, "no space for the quarantine copy: {r}");
+    assert!(sink.got().is_empty());
 }
