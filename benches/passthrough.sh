@@ -4,6 +4,7 @@
 # (smtp-source, smtp-sink) and a release build. Prints messages/s per run and the median.
 #
 #   benches/passthrough.sh [MESSAGES] [SESSIONS] [RUNS] [SIZE_BYTES]
+# STRAINER_MAX_IDLE sets relay.max_idle (0: a new downstream connection per message).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-5000}; c=${2:-10}; runs=${3:-5}; size=${4:-2000}
@@ -16,6 +17,7 @@ listen = "127.0.0.1:$filter_port"
 max_sessions = 100
 [relay]
 address = "127.0.0.1:$sink_port"
+max_idle = ${STRAINER_MAX_IDLE:-8}
 EOC
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }

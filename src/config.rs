@@ -120,6 +120,11 @@ pub struct RelaySection {
     /// Sending the message and reading the reply to the final dot.
     #[serde(with = "humantime_serde")]
     pub data_timeout: Duration,
+    /// Connections kept open for the next message (0: a new connection for every message).
+    pub max_idle: usize,
+    /// How long an idle connection is kept; well below the smtpd's own timeout (300s).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -159,6 +164,8 @@ impl Default for RelaySection {
             connect_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(60),
             data_timeout: Duration::from_secs(180),
+            max_idle: 8,
+            idle_timeout: Duration::from_secs(10),
         }
     }
 }

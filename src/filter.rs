@@ -17,6 +17,7 @@ pub struct Filter {
     hostname: String,
     max_passes: usize,
     relay: RelayConfig,
+    pool: strainer_relay::Pool,
     local: Arc<Local>,
     clam: Option<strainer_clamav::Client>,
     quarantine: Option<strainer_quarantine::Store>,
@@ -44,6 +45,7 @@ impl Filter {
             hostname: config.server.hostname.clone(),
             max_passes: config.server.max_passes,
             relay: config.relay(),
+            pool: strainer_relay::Pool::new(config.relay(), config.relay.max_idle, config.relay.idle_timeout),
             local,
             clam: config.clamav.enabled.then(|| strainer_clamav::Client::new(config.clamav.clone())),
             policy: config.policy.clone(),
@@ -176,7 +178,7 @@ impl Filter {
             &trimmed
         };
         let out = Outgoing { envelope: &tx.envelope, client: &tx.client, prefix: prefix.as_bytes(), message };
-        match deliver(&self.relay, out).await {
+        match self.pool.deliver(out).await {
             Err(e) => Outcome {
                 reply: DataReply::One(tempfail_for(&e)),
                 action: "tempfail",

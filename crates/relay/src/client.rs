@@ -107,6 +107,9 @@ struct Caps {
 struct Conn {
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
+    /// Set once message bytes were written: after that a failure may mean a delivery, so the
+    /// message must not be retried on another connection.
+    body_sent: bool,
 }
 
 const MAX_REPLY_LINES: usize = 100;
@@ -247,11 +250,11 @@ async fn connect(cfg: &RelayConfig) -> Result<Conn, RelayError> {
         .map_err(|source| RelayError::Connect { address: cfg.address.clone(), source })?;
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
-    Ok(Conn { reader: BufReader::with_capacity(16 * 1024, r), writer: w })
+    Ok(Conn { reader: BufReader::with_capacity(16 * 1024, r), writer: w, body_sent: false })
 }
 
-/// Sends one message and reports each recipient's fate. An `Err` means nothing was delivered.
-pub async fn deliver(cfg: &RelayConfig, out: Outgoing<'_>) -> Result<Delivery, RelayError> {
+/// Connects, reads the greeting and says EHLO.
+async fn open(cfg: &RelayConfig) -> Result<(Conn, Caps), RelayError> {
     let mut c = connect(cfg).await?;
     let greeting = c.read_reply(cfg.connect_timeout, "reading greeting").await?;
     if greeting.code != 220 {
@@ -263,17 +266,126 @@ pub async fn deliver(cfg: &RelayConfig, out: Outgoing<'_>) -> Result<Delivery, R
         return Err(RelayError::Refused { stage: "EHLO", reply: ehlo });
     }
     let caps = parse_caps(&ehlo);
-    if out.envelope.params.smtputf8 && !caps.smtputf8 {
-        return Err(RelayError::NoSmtputf8);
-    }
-    let result = transaction(&mut c, cfg, &caps, out).await;
-    // Best effort: the outcome is already decided.
+    Ok((c, caps))
+}
+
+/// Best effort: the outcome is already decided.
+async fn quit(mut c: Conn) {
     let _ = timeout(Duration::from_secs(2), async {
         let _ = c.writer.write_all(b"QUIT\r\n").await;
         let _ = c.writer.shutdown().await;
     })
     .await;
+}
+
+/// Sends one message on a connection of its own and reports each recipient's fate. An `Err`
+/// means nothing was delivered.
+pub async fn deliver(cfg: &RelayConfig, out: Outgoing<'_>) -> Result<Delivery, RelayError> {
+    let (mut c, caps) = open(cfg).await?;
+    if out.envelope.params.smtputf8 && !caps.smtputf8 {
+        quit(c).await;
+        return Err(RelayError::NoSmtputf8);
+    }
+    let result = transaction(&mut c, cfg, &caps, out).await;
+    quit(c).await;
     result
+}
+
+struct Idle {
+    conn: Conn,
+    caps: Caps,
+    since: std::time::Instant,
+}
+
+/// Re-injection with connections kept open between messages: a finished transaction leaves the
+/// session ready for the next MAIL, which saves the connect, greeting and EHLO round trips.
+pub struct Pool {
+    cfg: RelayConfig,
+    idle: std::sync::Mutex<Vec<Idle>>,
+    max_idle: usize,
+    idle_time: Duration,
+}
+
+impl Pool {
+    /// A pool keeping at most `max_idle` connections, each idle at most `idle_time` (0: none kept).
+    pub fn new(cfg: RelayConfig, max_idle: usize, idle_time: Duration) -> Pool {
+        Pool { cfg, idle: std::sync::Mutex::new(Vec::new()), max_idle, idle_time }
+    }
+
+    /// The relay settings.
+    pub fn config(&self) -> &RelayConfig {
+        &self.cfg
+    }
+
+    fn take(&self) -> Option<Idle> {
+        self.idle.lock().ok()?.pop()
+    }
+
+    fn keep(&self, conn: Conn, caps: Caps) -> Option<Conn> {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < self.max_idle
+        {
+            idle.push(Idle { conn, caps, since: std::time::Instant::now() });
+            return None;
+        }
+        Some(conn)
+    }
+
+    /// Sends one message, on an idle connection when there is one. A pooled connection the server
+    /// has closed meanwhile fails before any message byte is sent, and the message then goes out
+    /// on a fresh connection; once bytes were sent, a failure is returned, never retried.
+    pub async fn deliver(&self, out: Outgoing<'_>) -> Result<Delivery, RelayError> {
+        while let Some(idle) = self.take() {
+            let Idle { mut conn, caps, since } = idle;
+            if since.elapsed() > self.idle_time {
+                quit(conn).await;
+                continue;
+            }
+            if out.envelope.params.smtputf8 && !caps.smtputf8 {
+                let _ = self.keep(conn, caps);
+                return Err(RelayError::NoSmtputf8);
+            }
+            conn.body_sent = false;
+            match transaction(&mut conn, &self.cfg, &caps, out).await {
+                // An idle connection the server timed out answers 421 to everything.
+                Ok(d) if !conn.body_sent && d.recipients.iter().all(|r| r.code == 421) => {
+                    debug!("pooled re-injection connection was closed by the server; using a fresh one");
+                    continue;
+                }
+                Ok(d) => {
+                    self.finish(conn, caps, &d).await;
+                    return Ok(d);
+                }
+                Err(e) if !conn.body_sent => {
+                    debug!(error = %e, "pooled re-injection connection went stale; using a fresh one");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let (mut conn, caps) = open(&self.cfg).await?;
+        if out.envelope.params.smtputf8 && !caps.smtputf8 {
+            quit(conn).await;
+            return Err(RelayError::NoSmtputf8);
+        }
+        let result = transaction(&mut conn, &self.cfg, &caps, out).await;
+        match &result {
+            Ok(d) => self.finish(conn, caps, d).await,
+            Err(_) => quit(conn).await,
+        }
+        result
+    }
+
+    /// Keeps the connection when its transaction ended cleanly (the final dot was answered).
+    async fn finish(&self, conn: Conn, caps: Caps, d: &Delivery) {
+        if d.data.is_some() && self.max_idle > 0 {
+            if let Some(c) = self.keep(conn, caps) {
+                quit(c).await;
+            }
+        } else {
+            quit(conn).await;
+        }
+    }
 }
 
 async fn transaction(c: &mut Conn, cfg: &RelayConfig, caps: &Caps, out: Outgoing<'_>) -> Result<Delivery, RelayError> {
@@ -352,6 +464,7 @@ async fn transaction(c: &mut Conn, cfg: &RelayConfig, caps: &Caps, out: Outgoing
     whole.extend_from_slice(out.message);
     strainer_receive::data::stuff(&whole, &mut wire);
     drop(whole);
+    c.body_sent = true;
     c.send(&wire, cfg.data_timeout, "sending message").await?;
     let fin = c.read_reply(cfg.data_timeout, "after end of data").await?;
     let queue_id = if fin.is_positive() { queue_id(&fin) } else { None };
