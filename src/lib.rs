@@ -10,6 +10,7 @@ pub mod config;
 pub mod decide;
 pub mod filter;
 pub mod fuzz;
+pub mod live;
 pub mod postfix;
 pub mod quarantine_cmd;
 pub mod scan_cmd;
@@ -30,7 +31,13 @@ pub async fn serve(
     listener: TcpListener,
     stop: impl Future<Output = ()>,
 ) {
-    let handler = filter::Filter::new(config, local);
-    server::run(listener, config.session(), config.server.max_sessions, handler, config.server.timeouts.shutdown, stop)
+    let live = live::Live::new(config.clone(), local, None);
+    serve_live(live, listener, stop).await;
+}
+
+/// Runs `live` (whose filter can be replaced while serving) on `listener` until `stop` resolves.
+pub async fn serve_live(live: Arc<live::Live>, listener: TcpListener, stop: impl Future<Output = ()>) {
+    let config = live.config();
+    server::run(listener, config.session(), config.server.max_sessions, live, config.server.timeouts.shutdown, stop)
         .await;
 }

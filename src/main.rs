@@ -19,6 +19,10 @@ struct Cli {
     /// Log level or filter (e.g. `info`, `debug`, `strainer=debug`); also STRAINER_LOG.
     #[arg(long, global = true, default_value = "info")]
     log_level: String,
+    /// Log format: `text` (one human-readable line per event) or `json` (one object per line,
+    /// for log shippers).
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -194,22 +198,22 @@ fn scan(files: &[PathBuf], json: bool, local: &Local, policy: &strainer_policy::
     Ok(all_clean)
 }
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, format: &str) {
     let filter = std::env::var("STRAINER_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
         .or_else(|| EnvFilter::try_new(level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    if format == "json" {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
 }
 
-async fn serve(config: Config, local: Local) -> anyhow::Result<()> {
+async fn serve(config: Config, local: Local, path: Option<PathBuf>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.server.listen).await.with_context(|| {
         format!("cannot listen on {} (server.listen): is another filter already running there?", config.server.listen)
     })?;
@@ -230,7 +234,24 @@ async fn serve(config: Config, local: Local) -> anyhow::Result<()> {
             }
         }
     };
-    strainer::serve(&config, std::sync::Arc::new(local), listener, stop).await;
+    let live = strainer::live::Live::new(config, std::sync::Arc::new(local), path);
+    let reloader = std::sync::Arc::clone(&live);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::error!("cannot install the SIGHUP handler; reload by restarting");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match reloader.reload() {
+                Ok(()) => tracing::info!(
+                    "SIGHUP: configuration, rule maps, banned list, quarantine and clamd client reloaded"
+                ),
+                Err(e) => tracing::error!("SIGHUP: reload refused, the previous configuration stays in force: {e:#}"),
+            }
+        }
+    });
+    strainer::serve_live(live, listener, stop).await;
     Ok(())
 }
 
@@ -239,12 +260,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Serve { config: path } => {
             let config = load(path.as_ref())?;
             let local = compile(&config, path.as_ref())?;
-            init_logging(&cli.log_level);
+            init_logging(&cli.log_level, &cli.log_format);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            rt.block_on(serve(config, local))
+            rt.block_on(serve(config, local, path))
         }
         Cmd::Config { command: ConfigCmd::Check { file } } => {
             let config = Config::load(&file)?;

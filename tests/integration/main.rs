@@ -7,6 +7,7 @@ mod clamav;
 mod fixtures;
 mod fuzz_regressions;
 mod relay;
+mod reload;
 mod scanning;
 mod server;
 mod support;

@@ -74,7 +74,7 @@ fn pattern(raw: &str, origin: &str, line: usize) -> Result<Regex, RuleError> {
             _ => return Err(err(format!("unknown flag `{f}` (i toggles case, x allows spaces)"))),
         }
     }
-    b.build().map_err(|e| err(format!("bad regular expression: {e}")))
+    b.build().map_err(|e| err(format!("bad regular expression: {}", regex_error(&e))))
 }
 
 impl Banned {
@@ -182,6 +182,13 @@ fn type_matches(rule: &str, ct: &str) -> bool {
         Some(major) => ct.split('/').next() == Some(major),
         None => rule == ct,
     }
+}
+
+/// The regex crate's error is several lines (pattern, caret, message); logs want one.
+fn regex_error(e: &regex::Error) -> String {
+    let s = e.to_string();
+    let last = s.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("");
+    last.strip_prefix("error: ").unwrap_or(last).to_string()
 }
 
 #[cfg(test)]

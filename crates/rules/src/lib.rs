@@ -275,7 +275,7 @@ impl Table {
                     _ => return Err(err(format!("unknown flag `{f}` (i, m, x)"))),
                 };
             }
-            let re = b.build().map_err(|e| err(format!("bad regular expression: {e}")))?;
+            let re = b.build().map_err(|e| err(format!("bad regular expression: {}", regex_error(&e))))?;
             let idx = patterns.len();
             let sets = required_literal_sets(pat, flags.contains('m'), flags.contains('x'), !flags.contains('i'));
             patterns.push((re, sets));
@@ -472,6 +472,13 @@ fn substitute(action: &Action, re: &Regex, input: &str) -> Action {
         Action::Score(n, _) => Action::Score(*n, out),
         other => other.clone(),
     }
+}
+
+/// The regex crate's error is several lines (pattern, caret, message); logs want one.
+fn regex_error(e: &regex::Error) -> String {
+    let s = e.to_string();
+    let last = s.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("");
+    last.strip_prefix("error: ").unwrap_or(last).to_string()
 }
 
 #[cfg(test)]
