@@ -64,6 +64,12 @@ enum Cmd {
         /// Configuration file; without it the embedded defaults are used.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Postfix's configuration directory (default: postconf's own).
+        #[arg(long)]
+        postfix_config_dir: Option<PathBuf>,
+        /// Skip the checks of Postfix's main.cf and master.cf.
+        #[arg(long)]
+        no_postfix: bool,
     },
     /// List, show, release, delete and purge quarantined messages.
     Quarantine {
@@ -281,13 +287,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Selftest { config: path } => {
+        Cmd::Selftest { config: path, postfix_config_dir, no_postfix } => {
             let config = load(path.as_ref())?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            let checks = rt.block_on(strainer::selftest::run(&config));
+            let checks = rt.block_on(strainer::selftest::run_all(&config, !no_postfix, postfix_config_dir.as_deref()));
             checks.iter().for_each(|c| println!("{c}"));
             if checks.iter().any(|c| !c.ok) {
                 std::process::exit(1);

@@ -83,7 +83,152 @@ async fn ehlo(address: &str) -> Result<Vec<String>, String> {
 
 const NEEDED: [&str; 6] = ["PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "DSN"];
 
-/// Runs every check that applies to `config`.
+/// Runs `postconf [-c dir] args` and returns its output, or `None` when it is not there or fails.
+fn postconf(dir: Option<&std::path::Path>, args: &[&str]) -> Option<String> {
+    let mut cmd = std::process::Command::new("postconf");
+    if let Some(d) = dir {
+        cmd.arg("-c").arg(d);
+    }
+    let out = cmd.args(args).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn unbracket(s: &str) -> String {
+    s.replace(['[', ']'], "").trim_start_matches("inet:").to_string()
+}
+
+/// Postfix's side of the wiring, read with postconf (main.cf and master.cf in `dir`, or the
+/// default configuration).
+pub fn postfix_checks(config: &Config, dir: Option<&std::path::Path>) -> Vec<Check> {
+    let mut out = Vec::new();
+    let Some(filter) = postconf(dir, &["-h", "content_filter"]) else {
+        out.push(ok("postconf not found or not readable: Postfix checks skipped".into()));
+        return out;
+    };
+    let listen = config.server.listen.to_string();
+    let wiring = "see `strainer postfix-config` for the lines to use, then `postfix reload`";
+    let Some((transport, nexthop)) = filter.split_once(':') else {
+        out.push(fail(
+            format!("main.cf content_filter is {filter:?}: mail does not go through strainer"),
+            format!(
+                "set `content_filter = scan:[{}]:{}`; {wiring}",
+                config.server.listen.ip(),
+                config.server.listen.port()
+            ),
+        ));
+        return out;
+    };
+    if unbracket(nexthop) == listen {
+        out.push(ok(format!("main.cf content_filter = {filter} points at strainer")));
+    } else {
+        out.push(fail(
+            format!("main.cf content_filter = {filter} does not point at strainer ({listen})"),
+            wiring.to_string(),
+        ));
+    }
+    let service = postconf(dir, &["-M", &format!("{transport}/unix")]).unwrap_or_default();
+    let fields: Vec<&str> = service.split_whitespace().collect();
+    if fields.len() < 8 {
+        out.push(fail(format!("master.cf has no `{transport} unix` service for content_filter"), wiring.to_string()));
+    } else {
+        let maxproc = match fields[6] {
+            "-" => postconf(dir, &["-h", "default_process_limit"]).and_then(|v| v.parse::<usize>().ok()).unwrap_or(100),
+            n => n.parse().unwrap_or(usize::MAX),
+        };
+        let max = config.server.max_sessions;
+        if maxproc <= max {
+            out.push(ok(format!("master.cf `{transport}` maxproc {maxproc} is within strainer's max_sessions {max}")));
+        } else {
+            out.push(fail(
+                format!("master.cf `{transport}` maxproc {maxproc} is above strainer's max_sessions {max}: Postfix will meet 421s"),
+                format!("set maxproc of `{transport}` to {max} in master.cf, or raise server.max_sessions"),
+            ));
+        }
+        let proto = if config.server.protocol == crate::config::Protocol::Lmtp { "lmtp" } else { "smtp" };
+        if fields[7] != proto {
+            out.push(fail(
+                format!("master.cf `{transport}` runs {} but strainer speaks {proto}", fields[7]),
+                wiring.to_string(),
+            ));
+        }
+    }
+    let params = postconf(dir, &["-P"]).unwrap_or_default();
+    let has = |service: &str, name: &str| {
+        params
+            .lines()
+            .find(|l| l.starts_with(&format!("{service}/{name} =")))
+            .map(|l| l.split_once('=').map(|(_, v)| v.trim().to_string()).unwrap_or_default())
+    };
+    let proto = if config.server.protocol == crate::config::Protocol::Lmtp { "lmtp" } else { "smtp" };
+    if has(&format!("{transport}/unix"), &format!("{proto}_send_xforward_command")).as_deref() != Some("yes") {
+        out.push(fail(
+            format!("master.cf `{transport}` does not send XFORWARD: strainer cannot log the real client or Postfix queue id"),
+            format!("add `-o {proto}_send_xforward_command=yes` to `{transport}` in master.cf"),
+        ));
+    }
+    let relay = format!("{}/inet", config.relay.address);
+    match has(&relay, "content_filter") {
+        Some(v) if v.is_empty() => {
+            out.push(ok(format!("master.cf {} clears content_filter (no loop)", config.relay.address)))
+        }
+        _ => out.push(fail(
+            format!(
+                "master.cf {} does not clear content_filter: filtered mail would be filtered again",
+                config.relay.address
+            ),
+            format!("add `-o content_filter=` to the {} smtpd in master.cf", config.relay.address),
+        )),
+    }
+    if has(&relay, "smtpd_authorized_xforward_hosts").is_some_and(|v| !v.is_empty()) {
+        out.push(ok(format!("master.cf {} accepts XFORWARD", config.relay.address)));
+    } else {
+        out.push(fail(
+            format!(
+                "master.cf {} does not authorise XFORWARD: the original client is lost downstream",
+                config.relay.address
+            ),
+            format!(
+                "add `-o smtpd_authorized_xforward_hosts=127.0.0.0/8` to the {} smtpd in master.cf",
+                config.relay.address
+            ),
+        ));
+    }
+    let limit = postconf(dir, &["-h", "message_size_limit"]).and_then(|v| v.parse::<u64>().ok()).unwrap_or(10_240_000);
+    let ours = config.server.max_message_size as u64;
+    if limit == 0 || limit > ours {
+        out.push(fail(
+            format!("main.cf message_size_limit {limit} is above strainer's SIZE {ours}: big mail would bounce at the filter"),
+            format!("lower message_size_limit below {ours}, or raise server.max_message_size"),
+        ));
+    } else {
+        out.push(ok(format!("main.cf message_size_limit {limit} fits strainer's SIZE {ours}")));
+    }
+    let myhostname = postconf(dir, &["-h", "myhostname"]).unwrap_or_default();
+    if myhostname.eq_ignore_ascii_case(&config.server.hostname) {
+        out.push(fail(
+            format!("strainer's server.hostname is Postfix's myhostname ({myhostname}): Postfix reports a mail loop"),
+            "give server.hostname a name of its own (default strainer.localhost)",
+        ));
+    } else {
+        out.push(ok(format!(
+            "strainer's name {} differs from Postfix's myhostname {myhostname}",
+            config.server.hostname
+        )));
+    }
+    out
+}
+
+/// Runs every check that applies to `config`; `postfix_dir` is Postfix's configuration
+/// directory (`None`: postconf's default), and Postfix is skipped when `postfix` is false.
+pub async fn run_all(config: &Config, postfix: bool, postfix_dir: Option<&std::path::Path>) -> Vec<Check> {
+    let mut out = run(config).await;
+    if postfix {
+        out.extend(postfix_checks(config, postfix_dir));
+    }
+    out
+}
+
+/// Runs the checks of strainer's own chain (listener, re-injection smtpd, clamd).
 pub async fn run(config: &Config) -> Vec<Check> {
     let mut out = Vec::new();
     let listen = config.server.listen.to_string();
