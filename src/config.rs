@@ -30,6 +30,16 @@ pub struct Config {
     pub quarantine: QuarantineConfig,
     /// Scores, thresholds and actions.
     pub policy: strainer_policy::Config,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where to serve `GET /metrics` (e.g. `127.0.0.1:9535`); unset: no endpoint.
+    pub listen: Option<SocketAddr>,
 }
 
 /// `[quarantine]`

@@ -22,6 +22,7 @@ pub struct Filter {
     clam: Option<strainer_clamav::Client>,
     quarantine: Option<strainer_quarantine::Store>,
     policy: strainer_policy::Config,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What happened to one message, for the log line.
@@ -40,7 +41,7 @@ struct Verdict {
 
 impl Filter {
     /// A filter from the effective configuration and its compiled scanners.
-    pub fn new(config: &crate::config::Config, local: Arc<Local>) -> Arc<Self> {
+    pub fn new(config: &crate::config::Config, local: Arc<Local>, metrics: Arc<crate::metrics::Metrics>) -> Arc<Self> {
         Arc::new(Filter {
             hostname: config.server.hostname.clone(),
             max_passes: config.server.max_passes,
@@ -49,6 +50,7 @@ impl Filter {
             local,
             clam: config.clamav.enabled.then(|| strainer_clamav::Client::new(config.clamav.clone())),
             policy: config.policy.clone(),
+            metrics,
             quarantine: match strainer_quarantine::Store::open(&config.quarantine.dir) {
                 Ok(s) => Some(s),
                 Err(e) => {
@@ -88,7 +90,10 @@ impl Filter {
         }
         // Taking the message apart is CPU work: keep it off the threads that serve sessions.
         let (local, t) = (Arc::clone(&self.local), Arc::clone(tx));
-        let mut report = match tokio::task::spawn_blocking(move || local.scan(&t.message)).await {
+        let started = Instant::now();
+        let scanned = tokio::task::spawn_blocking(move || local.scan(&t.message)).await;
+        self.metrics.stage("scan", started.elapsed());
+        let mut report = match scanned {
             Ok(r) => r,
             Err(e) => {
                 v.verdict = "none";
@@ -103,7 +108,13 @@ impl Filter {
         let mut av_header = None;
         if let Some(clam) = &self.clam {
             let name = &clam.config().header;
-            match crate::antivirus::scan(clam, &tx.message, &report).await {
+            let started = Instant::now();
+            let result = crate::antivirus::scan(clam, &tx.message, &report).await;
+            self.metrics.stage("clamav", started.elapsed());
+            if result.is_err() {
+                self.metrics.scanner_error("clamav");
+            }
+            match result {
                 Ok(found) => {
                     report.findings.extend(found);
                     if !name.is_empty() {
@@ -178,7 +189,10 @@ impl Filter {
             &trimmed
         };
         let out = Outgoing { envelope: &tx.envelope, client: &tx.client, prefix: prefix.as_bytes(), message };
-        match self.pool.deliver(out).await {
+        let started = Instant::now();
+        let delivered = self.pool.deliver(out).await;
+        self.metrics.stage("relay", started.elapsed());
+        match delivered {
             Err(e) => Outcome {
                 reply: DataReply::One(tempfail_for(&e)),
                 action: "tempfail",
@@ -319,7 +333,9 @@ impl Filter {
         };
         let mut meta = quarantine_meta(tx, category, reason, report, score);
         let t = Arc::clone(tx);
+        let started = Instant::now();
         let stored = tokio::task::spawn_blocking(move || store.put(&mut meta, &t.message)).await;
+        self.metrics.stage("quarantine", started.elapsed());
         match stored {
             Ok(Ok(id)) => {
                 let text: String = format!("Ok, quarantined id={id} {category} {reason}")
@@ -429,6 +445,8 @@ impl Handler for Filter {
         let tx = Arc::new(tx);
         let mut v = Verdict { verdict: "clean", score: 0.0 };
         let outcome = self.process(&tx, &mut v).await;
+        self.metrics.stage("total", start.elapsed());
+        self.metrics.message(outcome.action, v.verdict, tx.message.len());
         log_message(&tx, &outcome, &v, start);
         outcome.reply
     }

@@ -11,6 +11,7 @@ pub mod decide;
 pub mod filter;
 pub mod fuzz;
 pub mod live;
+pub mod metrics;
 pub mod postfix;
 pub mod quarantine_cmd;
 pub mod scan_cmd;
@@ -38,6 +39,20 @@ pub async fn serve(
 /// Runs `live` (whose filter can be replaced while serving) on `listener` until `stop` resolves.
 pub async fn serve_live(live: Arc<live::Live>, listener: TcpListener, stop: impl Future<Output = ()>) {
     let config = live.config();
-    server::run(listener, config.session(), config.server.max_sessions, live, config.server.timeouts.shutdown, stop)
+    let endpoint = match config.metrics.listen {
+        Some(addr) => match TcpListener::bind(addr).await {
+            Ok(l) => Some(tokio::spawn(metrics::serve_http(l, live.metrics()))),
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot serve metrics (metrics.listen); continuing without");
+                None
+            }
+        },
+        None => None,
+    };
+    let m = Some(live.metrics());
+    server::run(m, listener, config.session(), config.server.max_sessions, live, config.server.timeouts.shutdown, stop)
         .await;
+    if let Some(e) = endpoint {
+        e.abort();
+    }
 }

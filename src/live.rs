@@ -14,6 +14,7 @@ use crate::scanners::Local;
 
 /// The handler `serve` runs: the current filter, swapped whole on reload.
 pub struct Live {
+    metrics: Arc<crate::metrics::Metrics>,
     current: RwLock<Arc<Filter>>,
     config: RwLock<Config>,
     path: Option<PathBuf>,
@@ -30,8 +31,9 @@ pub fn base_dir(path: Option<&Path>) -> PathBuf {
 impl Live {
     /// Serving `config` (read from `path`, if any) with its compiled scanners.
     pub fn new(config: Config, local: Arc<Local>, path: Option<PathBuf>) -> Arc<Live> {
-        let filter = Filter::new(&config, local);
-        Arc::new(Live { current: RwLock::new(filter), config: RwLock::new(config), path })
+        let metrics = crate::metrics::Metrics::new(config.quarantine.dir.clone());
+        let filter = Filter::new(&config, local, Arc::clone(&metrics));
+        Arc::new(Live { metrics, current: RwLock::new(filter), config: RwLock::new(config), path })
     }
 
     /// The configuration in force.
@@ -55,12 +57,17 @@ impl Live {
         if old.server != config.server {
             tracing::warn!("[server] settings changed: they take effect at the next restart, not on reload");
         }
-        let filter = Filter::new(&config, local);
+        let filter = Filter::new(&config, local, Arc::clone(&self.metrics));
         if let (Ok(mut cur), Ok(mut cfg)) = (self.current.write(), self.config.write()) {
             *cur = filter;
             *cfg = config;
         }
         Ok(())
+    }
+
+    /// The metrics, kept across reloads.
+    pub fn metrics(&self) -> Arc<crate::metrics::Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     fn filter(&self) -> Option<Arc<Filter>> {

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 /// sessions get 421 at once, transactions in flight may finish within `grace`, after which the
 /// rest are answered 421 (Postfix keeps those messages queued).
 pub async fn run<H: Handler>(
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     listener: TcpListener,
     session: SessionConfig,
     max_sessions: usize,
@@ -41,13 +42,17 @@ pub async fn run<H: Handler>(
         match Arc::clone(&permits).try_acquire_owned() {
             Ok(permit) => {
                 let s = Session::new(stream, peer, Arc::clone(&session), Arc::clone(&handler), rx.clone());
+                let m = metrics.clone();
                 tokio::spawn(async move {
+                    m.iter().for_each(|m| m.session(true));
                     s.run().await;
+                    m.iter().for_each(|m| m.session(false));
                     drop(permit);
                 });
             }
             Err(_) => {
                 warn!(%peer, max_sessions, "session limit reached, answering 421");
+                metrics.iter().for_each(|m| m.refused());
                 let host = session.hostname.clone();
                 tokio::spawn(async move { refuse_busy(stream, &host).await });
             }

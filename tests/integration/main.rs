@@ -6,6 +6,7 @@ mod clamav;
 #[path = "../fixtures/mod.rs"]
 mod fixtures;
 mod fuzz_regressions;
+mod metrics;
 mod relay;
 mod reload;
 mod scanning;

@@ -77,7 +77,7 @@ impl Sink {
         };
         let (tx, rx) = oneshot::channel::<()>();
         let h = handler.clone();
-        tokio::spawn(strainer::server::run(listener, cfg, 50, h, Duration::from_secs(1), async move {
+        tokio::spawn(strainer::server::run(None, listener, cfg, 50, h, Duration::from_secs(1), async move {
             let _ = rx.await;
         }));
         Sink { addr, handler, _stop: tx }

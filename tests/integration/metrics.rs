@@ -1,0 +1,66 @@
+//! After a known mix of messages the counters say exactly that, over HTTP too.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::fixtures::*;
+use crate::support::*;
+
+#[tokio::test]
+async fn counters_match_a_known_mix_and_are_served_over_http() {
+    let sink = Sink::start(Behaviour::Accept).await;
+    let dir = tempfile::tempdir().unwrap();
+    let checks = dir.path().join("header_checks");
+    std::fs::write(&checks, "/^Subject: reject me/ REJECT no\n").unwrap();
+    let mut cfg = test_config(sink.addr);
+    cfg.rules.header_checks = vec![checks];
+    let local = Arc::new(strainer::scanners::Local::compile(&cfg, dir.path()).unwrap());
+    let live = strainer::live::Live::new(cfg, local, None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(strainer::serve_live(Arc::clone(&live), listener, async move {
+        let _ = stop_rx.await;
+    }));
+    let banned = String::from_utf8(named("a.zip", "application/zip", &zip(&[Entry::new("a.exe", PE)]))).unwrap();
+    let msgs = [
+        "Subject: one\r\n\r\nx\r\n".to_string(),
+        "Subject: two\r\n\r\nx\r\n".to_string(),
+        "Subject: reject me\r\n\r\nx\r\n".to_string(),
+        banned,
+    ];
+    let (mut c, _) = Client::connect(addr).await;
+    c.cmd("EHLO mx.test").await;
+    let mut bytes = 0;
+    for m in &msgs {
+        c.transaction("MAIL FROM:<a@example.org>", &["RCPT TO:<b@example.net>"], m, false).await;
+        bytes += m.len();
+    }
+    let text = live.metrics().render();
+    for want in [
+        "strainer_messages_total{action=\"relayed\",category=\"clean\"} 2",
+        "strainer_messages_total{action=\"reject\",category=\"rule\"} 1",
+        "strainer_messages_total{action=\"quarantine\",category=\"banned\"} 1",
+        &format!("strainer_message_bytes_total {bytes}"),
+        "strainer_sessions_in_flight 1",
+        "strainer_quarantine_messages 1",
+        "strainer_stage_seconds_count{stage=\"relay\"} 2",
+        "strainer_stage_seconds_count{stage=\"total\"} 4",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    // The same text over HTTP.
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let haddr = http.local_addr().unwrap();
+    tokio::spawn(strainer::metrics::serve_http(http, live.metrics()));
+    let mut s = tokio::net::TcpStream::connect(haddr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200 OK"), "{resp}");
+    assert!(resp.contains("strainer_messages_total{action=\"relayed\",category=\"clean\"} 2"), "{resp}");
+    drop(c);
+    let _ = stop_tx.send(());
+    server.await.unwrap();
+}
