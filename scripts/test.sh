@@ -35,3 +35,6 @@ tests/e2e/clamd-up.sh "$clamdir"
 STRAINER_CLAMD=127.0.0.1:3310 cargo test --locked --test integration -- --ignored
 tests/e2e/postfix-up.sh "$dir" "$PWD/target/debug/strainer"
 STRAINER_E2E_DIR=$dir STRAINER_CLAMD_DIR=$clamdir cargo test --locked --test e2e -- --ignored --test-threads=1
+
+echo "== Debian package"
+tests/e2e/package.sh "$dir"

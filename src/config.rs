@@ -410,6 +410,13 @@ mod tests {
 mod readme {
     use super::*;
 
+    /// The configuration the Debian package installs is the defaults, annotated.
+    #[test]
+    fn packaged_config_is_the_default() {
+        let cfg = Config::parse(include_str!("deb/strainer.toml"), "src/deb/strainer.toml").unwrap();
+        assert_eq!(cfg, Config::default());
+    }
+
     /// The README's annotated configuration is valid and says what the defaults are.
     #[test]
     fn readme_example_is_the_default() {
