@@ -70,6 +70,10 @@ enum Cmd {
         /// Skip the checks of Postfix's main.cf and master.cf.
         #[arg(long)]
         no_postfix: bool,
+        /// Also send a test message through strainer to this address (route it to `discard:` in
+        /// Postfix's transport map) and check it comes out of the re-injection smtpd.
+        #[arg(long)]
+        send_to: Option<String>,
     },
     /// List, show, release, delete and purge quarantined messages.
     Quarantine {
@@ -287,13 +291,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Selftest { config: path, postfix_config_dir, no_postfix } => {
+        Cmd::Selftest { config: path, postfix_config_dir, no_postfix, send_to } => {
             let config = load(path.as_ref())?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            let checks = rt.block_on(strainer::selftest::run_all(&config, !no_postfix, postfix_config_dir.as_deref()));
+            let checks = rt.block_on(strainer::selftest::run_all(
+                &config,
+                !no_postfix,
+                postfix_config_dir.as_deref(),
+                send_to.as_deref(),
+            ));
             checks.iter().for_each(|c| println!("{c}"));
             if checks.iter().any(|c| !c.ok) {
                 std::process::exit(1);

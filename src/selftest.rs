@@ -218,12 +218,71 @@ pub fn postfix_checks(config: &Config, dir: Option<&std::path::Path>) -> Vec<Che
     out
 }
 
+/// Sends a small test message through strainer's listener to `to` and checks that strainer's
+/// answer carries the re-injection smtpd's queue id, i.e. it came out on the other side.
+pub async fn send_through(config: &Config, to: &str) -> Check {
+    let token = strainer_receive::new_id();
+    let message = format!(
+        "From: strainer selftest <MAILER-DAEMON@{host}>\r\nTo: <{to}>\r\nSubject: strainer selftest {token}\r\n\
+Message-ID: <selftest.{token}@{host}>\r\nAuto-Submitted: auto-generated\r\n\r\nThis message tests the content filter; it can be discarded.\r\n",
+        host = config.server.hostname
+    );
+    let relay = strainer_relay::RelayConfig {
+        address: config.server.listen.to_string(),
+        hostname: "selftest.strainer.localhost".into(),
+        connect_timeout: Duration::from_secs(10),
+        command_timeout: Duration::from_secs(30),
+        data_timeout: config.server.timeouts.transaction + Duration::from_secs(10),
+    };
+    let env = strainer_types::Envelope {
+        sender: String::new(),
+        params: Default::default(),
+        recipients: vec![strainer_types::Recipient::new(to)],
+    };
+    let out = strainer_relay::Outgoing {
+        envelope: &env,
+        client: &Default::default(),
+        prefix: b"",
+        message: message.as_bytes(),
+    };
+    match strainer_relay::deliver(&relay, out).await {
+        Ok(d) => {
+            let reply = d
+                .data
+                .as_ref()
+                .map(Reply::one_line)
+                .unwrap_or_else(|| d.recipients.first().map(Reply::one_line).unwrap_or_default());
+            if d.all_accepted() && reply.contains("queued as") {
+                ok(format!("a test message to <{to}> went through strainer and out to the re-injection smtpd: {reply}"))
+            } else {
+                fail(
+                    format!("a test message to <{to}> did not come out of the re-injection smtpd: {reply}"),
+                    "read strainer's log line for it; check [relay] address and the :10026 smtpd",
+                )
+            }
+        }
+        Err(e) => fail(
+            format!("a test message to <{to}> could not be sent to strainer: {e}"),
+            "start strainer, or check server.listen",
+        ),
+    }
+}
+
 /// Runs every check that applies to `config`; `postfix_dir` is Postfix's configuration
-/// directory (`None`: postconf's default), and Postfix is skipped when `postfix` is false.
-pub async fn run_all(config: &Config, postfix: bool, postfix_dir: Option<&std::path::Path>) -> Vec<Check> {
+/// directory (`None`: postconf's default), and Postfix is skipped when `postfix` is false;
+/// with `send_to`, a test message goes through the whole chain last.
+pub async fn run_all(
+    config: &Config,
+    postfix: bool,
+    postfix_dir: Option<&std::path::Path>,
+    send_to: Option<&str>,
+) -> Vec<Check> {
     let mut out = run(config).await;
     if postfix {
         out.extend(postfix_checks(config, postfix_dir));
+    }
+    if let Some(to) = send_to {
+        out.push(send_through(config, to).await);
     }
     out
 }

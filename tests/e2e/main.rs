@@ -196,6 +196,7 @@ async fn selftest_says_ok_when_wired_and_names_what_is_broken() {
             .arg(e.dir.join("strainer.toml"))
             .arg("--postfix-config-dir")
             .arg(e.dir.join("etc"))
+            .args(["--send-to", "pass@test.example"])
             .output()
             .unwrap()
     };
@@ -205,6 +206,7 @@ async fn selftest_says_ok_when_wired_and_names_what_is_broken() {
     assert!(!text.contains("FAIL"), "{text}");
     assert!(text.lines().filter(|l| l.starts_with("OK ")).count() >= 9, "{text}");
     assert!(text.contains("detects EICAR"), "{text}");
+    assert!(text.contains("went through strainer and out to the re-injection smtpd"), "{text}");
     e.stop_clamd();
     let out = run();
     e.start_clamd();
