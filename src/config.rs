@@ -93,6 +93,8 @@ pub struct ServerConfig {
     pub xforward_hosts: Vec<IpNet>,
     /// Deadlines.
     pub timeouts: Timeouts,
+    /// Where `serve` writes its process id, for `strainer reload`; empty for none.
+    pub pid_file: String,
 }
 
 /// `[server.timeouts]`
@@ -151,6 +153,7 @@ impl Default for ServerConfig {
             max_passes: 3,
             xforward_hosts: ["127.0.0.0/8", "::1/128"].iter().filter_map(|s| s.parse().ok()).collect(),
             timeouts: Timeouts::default(),
+            pid_file: String::new(),
         }
     }
 }

@@ -146,7 +146,9 @@ impl Filter {
             }
         }
         let own: Vec<&str> = self.clam.iter().map(|c| c.config().header.as_str()).filter(|h| !h.is_empty()).collect();
+        let started = Instant::now();
         let decided = decide(&report, &self.policy, &tx.message, &own);
+        self.metrics.stage("policy", started.elapsed());
         v.verdict = decided.verdict;
         v.score = decided.score;
         let (add, remove) = match decided.decision {

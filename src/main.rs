@@ -75,6 +75,12 @@ enum Cmd {
         #[arg(long)]
         send_to: Option<String>,
     },
+    /// Make the running `strainer serve` reload its configuration (SIGHUP via server.pid_file).
+    Reload {
+        /// Configuration file naming the pid file; without it the embedded defaults are used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// List, show, release, delete and purge quarantined messages.
     Quarantine {
         /// Configuration file; without it the embedded defaults are used.
@@ -244,6 +250,11 @@ async fn serve(config: Config, local: Local, path: Option<PathBuf>) -> anyhow::R
             }
         }
     };
+    if !config.server.pid_file.is_empty() {
+        std::fs::write(&config.server.pid_file, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write {} (server.pid_file)", config.server.pid_file))?;
+    }
+    let pid_file = config.server.pid_file.clone();
     let live = strainer::live::Live::new(config, std::sync::Arc::new(local), path);
     let reloader = std::sync::Arc::clone(&live);
     tokio::spawn(async move {
@@ -262,6 +273,9 @@ async fn serve(config: Config, local: Local, path: Option<PathBuf>) -> anyhow::R
         }
     });
     strainer::serve_live(live, listener, stop).await;
+    if !pid_file.is_empty() {
+        let _ = std::fs::remove_file(&pid_file);
+    }
     Ok(())
 }
 
@@ -307,6 +321,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if checks.iter().any(|c| !c.ok) {
                 std::process::exit(1);
             }
+            Ok(())
+        }
+        Cmd::Reload { config: path } => {
+            let config = load(path.as_ref())?;
+            if config.server.pid_file.is_empty() {
+                anyhow::bail!(
+                    "server.pid_file is not set, so the running strainer cannot be found: set it, or use `systemctl reload strainer` / `kill -HUP <pid>`"
+                );
+            }
+            let pid = std::fs::read_to_string(&config.server.pid_file).with_context(|| {
+                format!("cannot read {} (server.pid_file): is strainer running?", config.server.pid_file)
+            })?;
+            let pid = pid.trim();
+            if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+                anyhow::bail!("{} does not hold a process id", config.server.pid_file);
+            }
+            let ok = std::process::Command::new("kill").args(["-HUP", pid]).status().context("cannot run kill")?;
+            if !ok.success() {
+                anyhow::bail!("process {pid} from {} is not running: start strainer", config.server.pid_file);
+            }
+            println!("asked strainer (pid {pid}) to reload; its log says whether the new configuration was taken");
             Ok(())
         }
         Cmd::Quarantine { config: path, command } => {

@@ -48,7 +48,11 @@ impl Metrics {
         let quarantined = Gauge::default();
         registry.register("messages", "Messages by action and category", messages.clone());
         registry.register("message_bytes", "Bytes of messages received", bytes.clone());
-        registry.register("stage_seconds", "Time per stage (scan, clamav, quarantine, relay, total)", stages.clone());
+        registry.register(
+            "stage_seconds",
+            "Time per stage (scan, clamav, policy, quarantine, relay, total)",
+            stages.clone(),
+        );
         registry.register("scanner_errors", "Scanner failures and timeouts", scanner_errors.clone());
         registry.register("sessions_in_flight", "SMTP sessions open now", sessions.clone());
         registry.register("sessions_refused", "Sessions refused with 421 over max_sessions", refused.clone());

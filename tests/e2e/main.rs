@@ -296,3 +296,47 @@ async fn selftest_names_each_postfix_miswiring_and_what_to_do() {
         assert_eq!(text.matches("FAIL").count(), 1, "only that miswiring is reported: {edit:?}: {text}");
     }
 }
+
+#[tokio::test]
+#[ignore = "needs the Postfix instance from tests/e2e/postfix-up.sh"]
+async fn reloading_repeatedly_under_load_delivers_every_message_once() {
+    let e = E2e::new();
+    let _s = e.start_strainer();
+    let run = unique("reload");
+    let mut tasks = Vec::new();
+    for conn in 0..4 {
+        let run = run.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..250 {
+                let tag = format!("{run}-{conn}-{i}");
+                let msg = format!(
+                    "From: other@test.example\r\nTo: bulk@test.example\r\nSubject: {tag}\r\n\r\nmessage {tag}\r\n"
+                );
+                support::submit_to("127.0.0.1:10025", "other@test.example", &["bulk@test.example"], &msg).await;
+            }
+        }));
+    }
+    // SIGHUP through `strainer reload` while the load runs; once with a broken table.
+    let checks = e.dir.join("header_checks");
+    for round in 0..30 {
+        if round == 15 {
+            std::fs::write(&checks, "/^Subject: (/ REJECT\n").unwrap();
+        } else if round == 16 {
+            std::fs::write(&checks, support::HEADER_CHECKS).unwrap();
+        }
+        let out = e.cli(&["reload"]);
+        assert!(out.status.success(), "{out:?}");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let got = e.wait_for("bulk", &run, 1000, Duration::from_secs(180));
+    let mut subjects: Vec<&str> =
+        got.iter().filter_map(|m| m.lines().find_map(|l| l.strip_prefix("Subject: "))).collect();
+    subjects.sort_unstable();
+    subjects.dedup();
+    assert_eq!(subjects.len(), 1000, "every message exactly once");
+    let log = std::fs::read_to_string(e.dir.join("strainer.log")).unwrap();
+    assert!(log.contains("reload refused, the previous configuration stays in force"), "the broken table was refused");
+}

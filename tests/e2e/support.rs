@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use strainer_relay::{Outgoing, RelayConfig, deliver};
 use strainer_types::{Body, ClientInfo, Envelope, MailParams, Recipient};
 
+/// The header checks every e2e strainer runs with.
+pub const HEADER_CHECKS: &str = "/^Subject:.*e2e-spam/ SCORE 6 e2e spam\n/^Subject:.*e2e-reject/ REJECT e2e says no\n/^Subject:.*e2e-discard/ DISCARD\n";
+
 pub struct E2e {
     pub dir: PathBuf,
 }
@@ -39,8 +42,13 @@ pub fn unique(prefix: &str) -> String {
 
 /// Submits to Postfix's smtpd on 127.0.0.1:25 and insists it was accepted.
 pub async fn submit(from: &str, to: &[&str], msg: &str) {
+    submit_to("127.0.0.1:25", from, to, msg).await
+}
+
+/// Submits to `address` (Postfix on :25, or strainer itself on :10025) and insists on 250.
+pub async fn submit_to(address: &str, from: &str, to: &[&str], msg: &str) {
     let cfg = RelayConfig {
-        address: "127.0.0.1:25".into(),
+        address: address.into(),
         hostname: "client.test.example".into(),
         connect_timeout: Duration::from_secs(10),
         command_timeout: Duration::from_secs(30),
@@ -75,11 +83,12 @@ impl E2e {
         let config = self.dir.join("strainer.toml");
         let q = self.dir.join("quarantine");
         let checks = self.dir.join("header_checks");
-        std::fs::write(&checks, "/^Subject:.*e2e-spam/ SCORE 6 e2e spam\n/^Subject:.*e2e-reject/ REJECT e2e says no\n/^Subject:.*e2e-discard/ DISCARD\n").unwrap();
+        std::fs::write(&checks, HEADER_CHECKS).unwrap();
         std::fs::write(
             &config,
             format!(
-                "[clamav]\nenabled = true\naddresses = [\"127.0.0.1:3310\"]\n[quarantine]\ndir = \"{}\"\n[rules]\nheader_checks = [\"{}\"]\n",
+                "[server]\npid_file = \"{}\"\n[clamav]\nenabled = true\naddresses = [\"127.0.0.1:3310\"]\n[quarantine]\ndir = \"{}\"\n[rules]\nheader_checks = [\"{}\"]\n",
+                self.dir.join("strainer.pid").display(),
                 q.display(),
                 checks.display()
             ),
