@@ -7,42 +7,25 @@
 
 #![allow(missing_docs, clippy::expect_used, clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use strainer::config::Config;
-use strainer::scan_cmd::as_received;
 use strainer::scanners::Local;
 use strainer_clamav::Client;
 
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            collect(&p, out);
-        } else if p.extension().is_some_and(|x| x == "txt") {
-            out.push(p);
-        }
-    }
-}
+#[path = "support/corpus.rs"]
+mod corpus;
 
 fn main() {
     let Ok(addr) = std::env::var("STRAINER_CLAMD") else {
         eprintln!("set STRAINER_CLAMD=host:port of a clamd (tests/e2e/clamd-up.sh starts one)");
         return;
     };
-    let root = std::env::var_os("STRAINER_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("benches/corpus/package/data"));
-    let mut files = Vec::new();
-    collect(&root, &mut files);
-    files.sort();
-    let msgs: Arc<Vec<Vec<u8>>> =
-        Arc::new(files.iter().filter_map(|f| std::fs::read(f).ok()).map(as_received).collect());
+    let msgs: Arc<Vec<Vec<u8>>> = Arc::new(corpus::load());
     if msgs.is_empty() {
-        eprintln!("no corpus under {}: run benches/fetch-corpus.sh", root.display());
+        eprintln!("no corpus under {}: run benches/fetch-corpus.sh", corpus::root().display());
         return;
     }
     let local = Arc::new(Local::compile(&Config::default(), Path::new(".")).unwrap());

@@ -7,38 +7,24 @@
 #![allow(missing_docs, clippy::expect_used, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
+
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use strainer::config::Config;
-use strainer::scan_cmd::as_received;
 use strainer::scanners::Local;
 use strainer_mime::{Limits, analyze};
 
-fn corpus() -> Vec<Vec<u8>> {
-    let root = std::env::var_os("STRAINER_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("benches/corpus/package/data"));
-    let mut files = Vec::new();
-    collect(&root, &mut files);
-    files.sort();
-    if files.is_empty() {
-        eprintln!("no corpus under {}: run benches/fetch-corpus.sh (or set STRAINER_CORPUS)", root.display());
+#[path = "support/corpus.rs"]
+mod corpus;
+
+fn corpus_or_exit() -> Vec<Vec<u8>> {
+    let msgs = corpus::load();
+    if msgs.is_empty() {
+        eprintln!("no corpus under {}: run benches/fetch-corpus.sh (or set STRAINER_CORPUS)", corpus::root().display());
         std::process::exit(2);
     }
-    files.iter().filter_map(|f| std::fs::read(f).ok()).map(as_received).collect()
-}
-
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            collect(&p, out);
-        } else if p.extension().is_some_and(|x| x == "txt") {
-            out.push(p);
-        }
-    }
+    msgs
 }
 
 /// 250 header and 250 body rules: words and phrases of the kind administrators write, most of
@@ -96,7 +82,7 @@ fn rule_tables(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 fn bench(c: &mut Criterion) {
-    let msgs = corpus();
+    let msgs = corpus_or_exit();
     let bytes: usize = msgs.iter().map(Vec::len).sum();
     eprintln!("corpus: {} messages, {:.1} MB", msgs.len(), bytes as f64 / 1e6);
     let dir = std::env::temp_dir().join(format!("strainer-bench-{}", std::process::id()));

@@ -207,6 +207,15 @@ impl Filter {
         .with_reason(&decided.reason)
     }
 
+    /// The downstream's reply, passed back with its code and where it came from.
+    fn quoted(&self, r: &Reply) -> Reply {
+        Reply {
+            code: r.code,
+            enhanced: r.enhanced,
+            lines: vec![format!("from MTA([{}]): {}", self.relay.address, r.text())],
+        }
+    }
+
     fn accepted_reply(&self, tx_id: &str, d: &Delivery) -> Reply {
         let fin = d.data.as_ref().map(Reply::one_line).unwrap_or_default();
         Reply::new(250, Enhanced(2, 0, 0), format!("Ok, id={tx_id}, from MTA([{}]): {fin}", self.relay.address))
@@ -252,11 +261,7 @@ impl Filter {
         // Postfix retries it; recipients already accepted downstream may get it twice, never zero times.
         if let Some(r) = d.recipients.iter().find(|r| r.class() == ReplyClass::Transient) {
             return Outcome {
-                reply: DataReply::One(Reply {
-                    code: r.code,
-                    enhanced: r.enhanced,
-                    lines: vec![format!("from MTA([{}]): {}", self.relay.address, r.text())],
-                }),
+                reply: DataReply::One(self.quoted(r)),
                 action: "tempfail",
                 detail: format!("downstream deferred a recipient ({accepted} accepted, may duplicate on retry)"),
                 downstream_id: d.queue_id,
@@ -265,11 +270,7 @@ impl Filter {
         if accepted == 0 {
             let r = &d.recipients[0];
             return Outcome {
-                reply: DataReply::One(Reply {
-                    code: r.code,
-                    enhanced: r.enhanced,
-                    lines: vec![format!("from MTA([{}]): {}", self.relay.address, r.text())],
-                }),
+                reply: DataReply::One(self.quoted(r)),
                 action: "rejected",
                 detail: "downstream refused all recipients".into(),
                 downstream_id: None,
@@ -326,12 +327,7 @@ impl Filter {
         score: f64,
     ) -> Outcome {
         let Some(store) = self.quarantine.clone() else {
-            return Outcome {
-                reply: DataReply::One(Reply::tempfail("Error: cannot hold the message, try again later")),
-                action: "tempfail",
-                downstream_id: None,
-                detail: "quarantine unusable (see the start-up log)".into(),
-            };
+            return cannot_hold("quarantine unusable (see the start-up log)".into());
         };
         let mut meta = quarantine_meta(tx, category, reason, report, score);
         let t = Arc::clone(tx);
@@ -352,19 +348,19 @@ impl Filter {
                     detail: String::new(),
                 }
             }
-            Ok(Err(e)) => Outcome {
-                reply: DataReply::One(Reply::tempfail("Error: cannot hold the message, try again later")),
-                action: "tempfail",
-                downstream_id: None,
-                detail: format!("quarantine write failed: {e}"),
-            },
-            Err(e) => Outcome {
-                reply: DataReply::One(Reply::tempfail("Error: cannot hold the message, try again later")),
-                action: "tempfail",
-                downstream_id: None,
-                detail: format!("quarantine write crashed: {e}"),
-            },
+            Ok(Err(e)) => cannot_hold(format!("quarantine write failed: {e}")),
+            Err(e) => cannot_hold(format!("quarantine write crashed: {e}")),
         }
+    }
+}
+
+/// A message that should be held but cannot be stored: 4xx, Postfix keeps it.
+fn cannot_hold(detail: String) -> Outcome {
+    Outcome {
+        reply: DataReply::One(Reply::tempfail("Error: cannot hold the message, try again later")),
+        action: "tempfail",
+        downstream_id: None,
+        detail,
     }
 }
 

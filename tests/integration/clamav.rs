@@ -25,19 +25,6 @@ fn with_clamav(addresses: Vec<String>, on_error: OnError) -> strainer::config::C
     cfg
 }
 
-async fn send(cfg: strainer::config::Config, msg: &[u8]) -> (strainer_types::Reply, Sink) {
-    let sink = Sink::start(Behaviour::Accept).await;
-    let mut cfg = cfg;
-    cfg.relay.address = sink.addr.to_string();
-    let s = Strainer::start(cfg).await;
-    let (mut c, _) = Client::connect(s.addr).await;
-    c.cmd("EHLO mx.test").await;
-    let text = String::from_utf8_lossy(msg).into_owned();
-    let r = c.transaction("MAIL FROM:<a@example.org>", &["RCPT TO:<b@example.net>"], &text, false).await;
-    s.stop().await;
-    (r.into_iter().next().unwrap(), sink)
-}
-
 fn eicar_cases() -> Vec<(&'static str, Vec<u8>)> {
     let mut plain = b"From: a@example.org\r\nSubject: plain\r\n\r\n".to_vec();
     plain.extend_from_slice(EICAR);
@@ -69,7 +56,7 @@ fn eicar_cases() -> Vec<(&'static str, Vec<u8>)> {
 #[ignore = "needs clamd from tests/e2e/clamd-up.sh (STRAINER_CLAMD)"]
 async fn eicar_is_found_however_it_is_wrapped() {
     for (what, msg) in eicar_cases() {
-        let (r, sink) = send(with_clamav(vec![clamd()], OnError::Tempfail), &msg).await;
+        let (r, sink) = send_one_message(with_clamav(vec![clamd()], OnError::Tempfail), &msg).await;
         assert_eq!(r.code, 250, "EICAR {what}: {r}");
         assert!(
             r.text().contains("quarantined id=") && r.text().contains("VIRUS Eicar-Test-Signature"),
@@ -82,7 +69,8 @@ async fn eicar_is_found_however_it_is_wrapped() {
 #[tokio::test]
 #[ignore = "needs clamd from tests/e2e/clamd-up.sh (STRAINER_CLAMD)"]
 async fn clean_mail_passes_with_the_engine_header() {
-    let (r, sink) = send(with_clamav(vec![clamd()], OnError::Tempfail), &named("r.pdf", "application/pdf", PDF)).await;
+    let (r, sink) =
+        send_one_message(with_clamav(vec![clamd()], OnError::Tempfail), &named("r.pdf", "application/pdf", PDF)).await;
     assert_eq!(r.code, 250, "{r}");
     let m = String::from_utf8_lossy(&sink.got()[0].message).into_owned();
     assert!(m.contains("X-Virus-Scanned: ClamAV "), "{m}");
@@ -91,7 +79,7 @@ async fn clean_mail_passes_with_the_engine_header() {
 #[tokio::test]
 #[ignore = "needs clamd from tests/e2e/clamd-up.sh (STRAINER_CLAMD)"]
 async fn second_clamd_is_used_when_the_first_is_down() {
-    let (r, sink) = send(
+    let (r, sink) = send_one_message(
         with_clamav(vec![dead_port().await.to_string(), clamd()], OnError::Tempfail),
         &named("e.txt", "application/octet-stream", EICAR),
     )
@@ -106,7 +94,7 @@ async fn second_clamd_is_used_when_the_first_is_down() {
 async fn parts_over_the_stream_limit_are_not_sent_and_count_as_unchecked() {
     let mut cfg = with_clamav(vec![clamd()], OnError::Tempfail);
     cfg.clamav.max_stream = 100;
-    let (r, sink) = send(cfg, &named("big.bin", "application/octet-stream", &[b'a'; 5000])).await;
+    let (r, sink) = send_one_message(cfg, &named("big.bin", "application/octet-stream", &[b'a'; 5000])).await;
     assert_eq!(r.code, 250, "never a 4xx that would retry forever: {r}");
     let m = String::from_utf8_lossy(&sink.got()[0].message).into_owned();
     assert!(m.contains("X-Strainer-Unchecked: CLAMAV_UNSCANNED_SIZE"), "{m}");
@@ -114,7 +102,7 @@ async fn parts_over_the_stream_limit_are_not_sent_and_count_as_unchecked() {
 
 #[tokio::test]
 async fn clamd_down_defers_by_default() {
-    let (r, sink) = send(
+    let (r, sink) = send_one_message(
         with_clamav(vec![dead_port().await.to_string()], OnError::Tempfail),
         &named("r.pdf", "application/pdf", PDF),
     )
@@ -125,9 +113,11 @@ async fn clamd_down_defers_by_default() {
 
 #[tokio::test]
 async fn clamd_down_passes_tagged_when_configured() {
-    let (r, sink) =
-        send(with_clamav(vec![dead_port().await.to_string()], OnError::Pass), &named("r.pdf", "application/pdf", PDF))
-            .await;
+    let (r, sink) = send_one_message(
+        with_clamav(vec![dead_port().await.to_string()], OnError::Pass),
+        &named("r.pdf", "application/pdf", PDF),
+    )
+    .await;
     assert_eq!(r.code, 250, "{r}");
     let m = String::from_utf8_lossy(&sink.got()[0].message).into_owned();
     assert!(m.contains("X-Virus-Scanned: unscanned"), "{m}");
@@ -147,7 +137,7 @@ async fn clamd_that_never_answers_defers() {
     });
     let mut cfg = with_clamav(vec![addr], OnError::Tempfail);
     cfg.clamav.scan_timeout = Duration::from_millis(500);
-    let (r, sink) = send(cfg, &named("r.pdf", "application/pdf", PDF)).await;
+    let (r, sink) = send_one_message(cfg, &named("r.pdf", "application/pdf", PDF)).await;
     assert_eq!(r.code / 100, 4, "{r}");
     assert!(sink.got().is_empty());
 }

@@ -5,19 +5,6 @@ use std::io::Write;
 use crate::fixtures::*;
 use crate::support::*;
 
-async fn send(cfg: strainer::config::Config, msg: &[u8]) -> (strainer_types::Reply, Sink) {
-    let sink = Sink::start(Behaviour::Accept).await;
-    let mut cfg = cfg;
-    cfg.relay.address = sink.addr.to_string();
-    let s = Strainer::start(cfg).await;
-    let (mut c, _) = Client::connect(s.addr).await;
-    c.cmd("EHLO mx.test").await;
-    let text = String::from_utf8_lossy(msg).into_owned();
-    let r = c.transaction("MAIL FROM:<a@example.org>", &["RCPT TO:<b@example.net>"], &text, false).await;
-    s.stop().await;
-    (r.into_iter().next().unwrap(), sink)
-}
-
 fn base() -> strainer::config::Config {
     test_config("127.0.0.1:9".parse().unwrap())
 }
@@ -27,7 +14,7 @@ async fn banned_attachment_is_quarantined_not_delivered_not_bounced() {
     let msg = named("docs.zip", "application/zip", &zip(&[Entry::new("setup.exe", PE)]));
     let cfg = base();
     let store = strainer_quarantine::Store::open(&cfg.quarantine.dir).unwrap();
-    let (r, sink) = send(cfg, &msg).await;
+    let (r, sink) = send_one_message(cfg, &msg).await;
     assert_eq!((r.code, r.enhanced.map(|e| e.to_string())), (250, Some("2.7.0".into())), "{r}");
     assert!(r.text().contains("quarantined id=") && r.text().contains("BANNED BANNED_EXT"), "{r}");
     assert!(!r.text().contains("setup.exe"), "no file names from the message in the reply");
@@ -47,7 +34,7 @@ async fn an_unwritable_quarantine_defers_instead_of_losing_mail() {
     // A file where the directory should be: the store cannot open.
     let f = tempfile::NamedTempFile::new().unwrap();
     cfg.quarantine.dir = f.path().join("q");
-    let (r, sink) = send(cfg, &msg).await;
+    let (r, sink) = send_one_message(cfg, &msg).await;
     assert_eq!(r.code / 100, 4, "{r}");
     assert!(sink.got().is_empty());
 }
@@ -55,7 +42,7 @@ async fn an_unwritable_quarantine_defers_instead_of_losing_mail() {
 #[tokio::test]
 async fn clean_attachment_is_delivered_unchanged() {
     let msg = named("report.pdf", "application/pdf", PDF);
-    let (r, sink) = send(base(), &msg).await;
+    let (r, sink) = send_one_message(base(), &msg).await;
     assert_eq!(r.code, 250, "{r}");
     let got = sink.got();
     assert!(got[0].message.ends_with(&msg));
@@ -79,7 +66,7 @@ async fn rule_maps_match_decoded_content() {
     let (cfg, _d) = with_tables("/^Subject:.*für dich/ REJECT no thanks\n", "/cheap p[i1]lls/ DISCARD\n");
     // The subject is RFC 2047 encoded: Postfix's own header_checks would see only =?utf-8?...
     let enc = b"From: a@example.org\r\nSubject: =?utf-8?q?Angebot_f=C3=BCr_dich?=\r\n\r\nhello\r\n";
-    let (r, sink) = send(cfg.clone(), enc).await;
+    let (r, sink) = send_one_message(cfg.clone(), enc).await;
     assert_eq!((r.code, r.text()), (554, "no thanks".to_string()));
     assert!(sink.got().is_empty());
     // The body is base64: body_checks see the decoded text.
@@ -87,7 +74,7 @@ async fn rule_maps_match_decoded_content() {
         "From: a@example.org\r\nSubject: hi\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n",
         b64(b"buy cheap pills now\r\n")
     );
-    let (r, sink) = send(cfg, body.as_bytes()).await;
+    let (r, sink) = send_one_message(cfg, body.as_bytes()).await;
     assert_eq!(r.code, 250, "{r}");
     assert!(r.text().contains("discarded"), "{r}");
     assert!(sink.got().is_empty(), "discarded mail goes nowhere");
@@ -97,7 +84,7 @@ async fn rule_maps_match_decoded_content() {
 async fn prepend_and_ignore_edit_only_headers() {
     let (cfg, _d) = with_tables("/^X-Internal:/ IGNORE\n/^Subject:.*offer/ PREPEND X-Offer: yes\n", "");
     let msg = b"From: a@example.org\r\nX-Internal: secret\r\nSubject: an offer\r\n\r\nbody stays\r\n";
-    let (r, sink) = send(cfg, msg).await;
+    let (r, sink) = send_one_message(cfg, msg).await;
     assert_eq!(r.code, 250, "{r}");
     let m = String::from_utf8(sink.got()[0].message.clone()).unwrap();
     assert!(m.contains("X-Offer: yes\r\n"), "{m}");
@@ -111,13 +98,13 @@ async fn ambiguous_mime_is_quarantined_by_default_and_tagged_when_configured() {
         "Content-Type: application/octet-stream; name=\"a.bin\"\r\nContent-Transfer-Encoding: 7bit",
         b"data",
     );
-    let (r, sink) = send(base(), &msg).await;
+    let (r, sink) = send_one_message(base(), &msg).await;
     assert_eq!(r.code, 250, "{r}");
     assert!(r.text().contains("quarantined") && r.text().contains("AMBIGUOUS MIME_AMBIGUOUS"), "{r}");
     assert!(sink.got().is_empty());
     let mut cfg = base();
     cfg.policy.actions.ambiguous = strainer_policy::Action::Tag;
-    let (r, sink) = send(cfg, &msg).await;
+    let (r, sink) = send_one_message(cfg, &msg).await;
     assert_eq!(r.code, 250, "{r}");
     let m = String::from_utf8_lossy(&sink.got()[0].message).into_owned();
     assert!(m.contains("X-Strainer-Unchecked: MIME_AMBIGUOUS\r\n"), "{m}");
@@ -129,7 +116,7 @@ async fn spam_headers_are_ours_and_outside_copies_are_removed() {
     let (mut cfg, _d) = with_tables("/^Subject:.*cheap/ SCORE 6 cheap subject\n", "");
     cfg.policy.subject_tag = "[SPAM]".into();
     let msg = b"From: a@example.org\r\nX-Spam-Flag: NO\r\nX-Spam-Status: No, score=-100\r\nSubject: cheap stuff\r\n\r\nbuy\r\n";
-    let (r, sink) = send(cfg.clone(), msg).await;
+    let (r, sink) = send_one_message(cfg.clone(), msg).await;
     assert_eq!(r.code, 250, "{r}");
     let m = String::from_utf8_lossy(&sink.got()[0].message).into_owned();
     assert!(m.contains("X-Spam-Flag: YES\r\n") && !m.contains("X-Spam-Flag: NO"), "{m}");
@@ -140,7 +127,7 @@ async fn spam_headers_are_ours_and_outside_copies_are_removed() {
     // Warn mode: what would be held is delivered, and says so.
     cfg.policy.quarantine = 5.5;
     cfg.policy.warn = true;
-    let (r, sink) = send(cfg, msg).await;
+    let (r, sink) = send_one_message(cfg, msg).await;
     assert_eq!(r.code, 250, "{r}");
     let m = String::from_utf8_lossy(&sink.got()[0].message).into_owned();
     assert!(m.contains("X-Strainer-Warn: would quarantine (SPAM)\r\n"), "{m}");
@@ -150,18 +137,18 @@ async fn spam_headers_are_ours_and_outside_copies_are_removed() {
 async fn high_spam_is_quarantined_and_very_high_spam_rejected() {
     let (mut cfg, _d) = with_tables("/^Subject:.*cheap/ SCORE 16 cheap subject\n", "");
     let msg = b"From: a@example.org\r\nSubject: cheap stuff\r\n\r\nbuy\r\n";
-    let (r, sink) = send(cfg.clone(), msg).await;
+    let (r, sink) = send_one_message(cfg.clone(), msg).await;
     assert!(r.code == 250 && r.text().contains("quarantined") && r.text().contains("SPAM score=16.0"), "{r}");
     assert!(sink.got().is_empty());
     cfg.policy.reject = 16.0;
-    let (r, _) = send(cfg, msg).await;
+    let (r, _) = send_one_message(cfg, msg).await;
     assert_eq!((r.code, r.text()), (554, "Error: message content rejected".to_string()));
 }
 
 #[tokio::test]
 async fn a_bomb_is_a_finding_not_a_crash() {
     let msg = named("zeros.gz", "application/gzip", &gzip_zeros(200));
-    let (r, sink) = send(base(), &msg).await;
+    let (r, sink) = send_one_message(base(), &msg).await;
     assert_eq!(r.code, 250, "{r}");
     let m = String::from_utf8_lossy(&sink.got()[0].message).into_owned();
     assert!(m.contains("X-Strainer-Unchecked: "), "delivered visibly unchecked");
@@ -183,7 +170,7 @@ async fn a_full_disk_defers_instead_of_losing_mail() {
     cfg.quarantine.dir = mnt.join("q");
     let big = vec![b'x'; 300 * 1024];
     let msg = named("setup.exe", "application/octet-stream", &big);
-    let (r, sink) = send(cfg, &msg).await;
+    let (r, sink) = send_one_message(cfg, &msg).await;
     let _ = std::process::Command::new("umount").arg(&mnt).status();
     assert_eq!(r.code / 100, 4, "no space for the quarantine copy: {r}");
     assert!(sink.got().is_empty());

@@ -212,3 +212,18 @@ impl Client {
 }
 
 pub const MESSAGE: &str = "Received: from mail.example (mail.example [192.0.2.1])\r\n\tby mx.test (Postfix) with ESMTP id 4XyZq1AbCd\r\n\tfor <bob@test>; Wed, 25 Nov 2026 09:00:00 +0000 (UTC)\r\nFrom: Alice <alice@example.org>\r\nTo: bob@test\r\nSubject: caf\u{e9} \u{2014} 8-bit subject\r\nMessage-ID: <1@example.org>\r\n\r\n.a line that starts with a dot\r\n..two dots\r\nlong: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n\u{fc}ber 8-bit body\r\n";
+
+/// Sends `msg` through a strainer running `cfg` (relaying to a fresh accepting sink) and
+/// returns strainer's reply and the sink.
+pub async fn send_one_message(cfg: Config, msg: &[u8]) -> (Reply, Sink) {
+    let sink = Sink::start(Behaviour::Accept).await;
+    let mut cfg = cfg;
+    cfg.relay.address = sink.addr.to_string();
+    let s = Strainer::start(cfg).await;
+    let (mut c, _) = Client::connect(s.addr).await;
+    c.cmd("EHLO mx.test").await;
+    let text = String::from_utf8_lossy(msg).into_owned();
+    let r = c.transaction("MAIL FROM:<a@example.org>", &["RCPT TO:<b@example.net>"], &text, false).await;
+    s.stop().await;
+    (r.into_iter().next().unwrap(), sink)
+}

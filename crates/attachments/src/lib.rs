@@ -8,30 +8,12 @@
 #![deny(missing_docs)]
 
 use std::collections::HashSet;
-use std::fmt;
 
 use regex::{Regex, RegexBuilder};
 use strainer_mime::{Kind, Part, View};
 use strainer_types::Finding;
 
-/// A rule file error: where and what.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleError {
-    /// The file.
-    pub origin: String,
-    /// 1-based line.
-    pub line: usize,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for RuleError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}", self.origin, self.line, self.message)
-    }
-}
-
-impl std::error::Error for RuleError {}
+pub use strainer_types::RuleError;
 
 /// The compiled banned-file rules.
 #[derive(Debug, Default)]

@@ -9,8 +9,10 @@ mod envelope;
 mod finding;
 pub mod headers;
 mod reply;
+mod rule_error;
 pub mod xtext;
 
 pub use envelope::{Body, ClientInfo, Envelope, MailParams, Recipient, Ret, Transaction};
 pub use finding::Finding;
 pub use reply::{Enhanced, Reply, ReplyClass};
+pub use rule_error::RuleError;
