@@ -93,6 +93,10 @@ impl Filter {
         let started = Instant::now();
         let scanned = tokio::task::spawn_blocking(move || local.scan(&t.message)).await;
         self.metrics.stage("scan", started.elapsed());
+        self.metrics.stage("receive", tx.receive_time);
+        if let Ok(r) = &scanned {
+            r.timings.iter().for_each(|(name, d)| self.metrics.stage(name, *d));
+        }
         let mut report = match scanned {
             Ok(r) => r,
             Err(e) => {

@@ -50,7 +50,7 @@ impl Metrics {
         registry.register("message_bytes", "Bytes of messages received", bytes.clone());
         registry.register(
             "stage_seconds",
-            "Time per stage (scan, clamav, policy, quarantine, relay, total)",
+            "Time per stage (receive, mime, banned, rules, scan, clamav, policy, quarantine, relay, total)",
             stages.clone(),
         );
         registry.register("scanner_errors", "Scanner failures and timeouts", scanner_errors.clone());

@@ -83,6 +83,9 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// Rule map hits in order: headers, MIME headers, body.
     pub hits: Vec<RuleHit>,
+    /// Time spent per scanner: `mime`, `banned`, `rules`.
+    #[serde(skip)]
+    pub timings: Vec<(&'static str, std::time::Duration)>,
 }
 
 /// The compiled local scanners.
@@ -148,11 +151,20 @@ impl Local {
 
     /// Runs every local scanner over one message (CRLF bytes as received).
     pub fn scan(&self, message: &[u8]) -> Report {
+        let mut clock = std::time::Instant::now();
+        let mut timings = Vec::with_capacity(3);
+        let mut lap = |name: &'static str| {
+            let now = std::time::Instant::now();
+            timings.push((name, now - clock));
+            clock = now;
+        };
         let view = analyze(message, &self.limits);
+        lap("mime");
         let mut findings = view.findings.clone();
         if let Some(b) = &self.banned {
             findings.extend(b.check(&view));
         }
+        lap("banned");
         let mut hits = Vec::new();
         if !self.header.is_empty() {
             // The view decoded the same fields in the same order; reuse its work.
@@ -228,7 +240,8 @@ impl Local {
                 findings.push(f);
             }
         }
-        Report { view, findings, hits }
+        lap("rules");
+        Report { view, findings, hits, timings }
     }
 }
 

@@ -47,6 +47,10 @@ async fn counters_match_a_known_mix_and_are_served_over_http() {
         "strainer_quarantine_messages 1",
         "strainer_stage_seconds_count{stage=\"relay\"} 2",
         "strainer_stage_seconds_count{stage=\"total\"} 4",
+        "strainer_stage_seconds_count{stage=\"receive\"} 4",
+        "strainer_stage_seconds_count{stage=\"mime\"} 4",
+        "strainer_stage_seconds_count{stage=\"rules\"} 4",
+        "strainer_stage_seconds_count{stage=\"policy\"} 4",
     ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }

@@ -390,7 +390,8 @@ where
         self.flush().await?;
 
         let mut decoder = DataDecoder::new(self.config.max_message_size);
-        let deadline = Instant::now() + self.config.data_timeout;
+        let data_started = Instant::now();
+        let deadline = data_started + self.config.data_timeout;
         loop {
             let chunk = match timeout_at(deadline, self.reader.fill_buf()).await {
                 Err(_) => {
@@ -432,6 +433,7 @@ where
             client,
             envelope,
             message: decoder.into_message(),
+            receive_time: data_started.elapsed(),
         };
         let span = info_span!("tx", id = %tx.id, queue_id = tx.client.ident.as_deref().unwrap_or("-"));
         let handler = Arc::clone(&self.handler);

@@ -146,4 +146,6 @@ pub struct Transaction {
     pub envelope: Envelope,
     /// The message: dot-unstuffed, CRLF line ends, otherwise the bytes as sent.
     pub message: Vec<u8>,
+    /// How long receiving the DATA took (354 to the final dot).
+    pub receive_time: std::time::Duration,
 }
