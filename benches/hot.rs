@@ -64,10 +64,16 @@ fn bench(c: &mut Criterion) {
         .collect();
     let mut g = c.benchmark_group("policy");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("decide_and_render_headers_10_findings", |b| b.iter(|| policy.decide(&findings, None).headers.len()));
+    g.bench_function("decide_and_render_headers_10_findings", |b| {
+        b.iter(|| policy.decide(&findings, None).headers.len())
+    });
     g.finish();
 
-    let reply = Reply::new(250, Enhanced(2, 0, 0), "Ok, id=0GQKNLY1GP1Z, from MTA([127.0.0.1:10026]): 250 2.0.0 Ok: queued as 5C1DD98C17F");
+    let reply = Reply::new(
+        250,
+        Enhanced(2, 0, 0),
+        "Ok, id=0GQKNLY1GP1Z, from MTA([127.0.0.1:10026]): 250 2.0.0 Ok: queued as 5C1DD98C17F",
+    );
     let mut g = c.benchmark_group("reply");
     g.throughput(Throughput::Elements(1));
     g.bench_function("format", |b| b.iter(|| reply.to_wire().len()));
