@@ -11,6 +11,7 @@ use std::collections::HashSet;
 
 use regex::{Regex, RegexBuilder};
 use strainer_mime::{Kind, Part, View};
+use strainer_rules::regex_error;
 use strainer_types::Finding;
 
 pub use strainer_types::RuleError;
@@ -164,13 +165,6 @@ fn type_matches(rule: &str, ct: &str) -> bool {
         Some(major) => ct.split('/').next() == Some(major),
         None => rule == ct,
     }
-}
-
-/// The regex crate's error is several lines (pattern, caret, message); logs want one.
-fn regex_error(e: &regex::Error) -> String {
-    let s = e.to_string();
-    let last = s.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("");
-    last.strip_prefix("error: ").unwrap_or(last).to_string()
 }
 
 #[cfg(test)]

@@ -457,8 +457,8 @@ fn substitute(action: &Action, re: &Regex, input: &str) -> Action {
     }
 }
 
-/// The regex crate's error is several lines (pattern, caret, message); logs want one.
-fn regex_error(e: &regex::Error) -> String {
+/// A regex error in one line: the regex crate's is several (pattern, caret, message), logs want one.
+pub fn regex_error(e: &regex::Error) -> String {
     let s = e.to_string();
     let last = s.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("");
     last.strip_prefix("error: ").unwrap_or(last).to_string()
