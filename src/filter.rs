@@ -16,7 +16,6 @@ use tracing::{info, warn};
 pub struct Filter {
     hostname: String,
     max_passes: usize,
-    relay: RelayConfig,
     pool: strainer_relay::Pool,
     local: Arc<Local>,
     clam: Option<strainer_clamav::Client>,
@@ -45,7 +44,6 @@ impl Filter {
         Arc::new(Filter {
             hostname: config.server.hostname.clone(),
             max_passes: config.server.max_passes,
-            relay: config.relay(),
             pool: strainer_relay::Pool::new(config.relay(), config.relay.max_idle, config.relay.idle_timeout),
             local,
             clam: config.clamav.enabled.then(|| strainer_clamav::Client::new(config.clamav.clone())),
@@ -59,6 +57,11 @@ impl Filter {
                 }
             },
         })
+    }
+
+    /// Where mail is re-injected (the pool's settings).
+    fn relay(&self) -> &RelayConfig {
+        self.pool.config()
     }
 
     /// The Received header we put on top; it also marks the message as having passed us.
@@ -203,7 +206,7 @@ impl Filter {
                 reply: DataReply::One(tempfail_for(&e)),
                 action: "tempfail",
                 downstream_id: None,
-                detail: format!("relay {}: {e}", self.relay.address),
+                detail: format!("relay {}: {e}", self.relay().address),
             },
             Ok(d) if tx.lmtp => self.per_recipient(d),
             Ok(d) => self.smtp_outcome(tx, d).await,
@@ -216,13 +219,13 @@ impl Filter {
         Reply {
             code: r.code,
             enhanced: r.enhanced,
-            lines: vec![format!("from MTA([{}]): {}", self.relay.address, r.text())],
+            lines: vec![format!("from MTA([{}]): {}", self.relay().address, r.text())],
         }
     }
 
     fn accepted_reply(&self, tx_id: &str, d: &Delivery) -> Reply {
         let fin = d.data.as_ref().map(Reply::one_line).unwrap_or_default();
-        Reply::new(250, Enhanced(2, 0, 0), format!("Ok, id={tx_id}, from MTA([{}]): {fin}", self.relay.address))
+        Reply::new(250, Enhanced(2, 0, 0), format!("Ok, id={tx_id}, from MTA([{}]): {fin}", self.relay().address))
     }
 
     fn per_recipient(&self, d: Delivery) -> Outcome {
@@ -234,7 +237,7 @@ impl Filter {
                     Reply::new(
                         250,
                         Enhanced(2, 0, 0),
-                        format!("Ok, from MTA([{}]): {}", self.relay.address, r.one_line()),
+                        format!("Ok, from MTA([{}]): {}", self.relay().address, r.one_line()),
                     )
                 } else {
                     r.clone()
@@ -291,7 +294,7 @@ impl Filter {
                 recipients: vec![Recipient::new(tx.envelope.sender.clone())],
             };
             let out = Outgoing { envelope: &env, client: &ClientInfo::default(), prefix: b"", message: &msg };
-            match deliver(&self.relay, out).await {
+            match deliver(self.relay(), out).await {
                 Ok(dd) if dd.all_accepted() => {}
                 other => {
                     let why = match other {
