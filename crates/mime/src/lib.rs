@@ -95,6 +95,9 @@ pub struct Part {
     /// Decoded text of text parts (HTML reduced to text).
     #[serde(skip)]
     pub text: Option<String>,
+    /// The decoded HTML source of HTML parts (links and markup for the Bayes tokenizer).
+    #[serde(skip)]
+    pub html: Option<String>,
     /// Decoded bytes of leaf parts and archive members, within the decoded-bytes budget.
     #[serde(skip)]
     pub data: Option<Vec<u8>>,
@@ -194,6 +197,7 @@ impl Walk<'_> {
             encrypted: false,
             headers,
             text: None,
+            html: None,
             data: None,
         };
         match &part.body {
@@ -219,7 +223,10 @@ impl Walk<'_> {
                 self.walk(inner, 0, inner_root, &base, depth + 1);
             }
             PartType::Text(t) => self.text_leaf(p, t.to_string(), part.is_encoding_problem),
-            PartType::Html(h) => self.text_leaf(p, html_to_text(h), part.is_encoding_problem),
+            PartType::Html(h) => {
+                p.html = Some(h.to_string());
+                self.text_leaf(p, html_to_text(h), part.is_encoding_problem);
+            }
             PartType::Binary(b) | PartType::InlineBinary(b) => {
                 if part.is_encoding_problem {
                     self.flag("MIME_UNDECIPHERABLE", "part could not be decoded", &p.path);
@@ -279,6 +286,7 @@ impl Walk<'_> {
                 encrypted: false,
                 headers: Vec::new(),
                 text: None,
+                html: None,
                 data: Some(found.data.clone()),
             });
             if let Some(k) = sniffed.filter(|k| k.is_listable_archive()) {
@@ -324,6 +332,7 @@ impl Walk<'_> {
                 encrypted: m.encrypted,
                 headers: Vec::new(),
                 text: None,
+                html: None,
                 data: m.data,
             });
             if let Some(k) = nested {

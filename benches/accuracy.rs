@@ -1,0 +1,237 @@
+//! Bayes accuracy and speed on the SpamAssassin corpus, with the protocol of
+//! ../shared/corpus/README.md: the half split (two folds) and the time split, each trained from
+//! scratch, every message learnt once. Prints FP%, FN%, FN% at 0 FP and at 0.1% FP, 1-AUC% and the
+//! milliseconds per message for training and classifying.
+//!
+//!     benches/fetch-corpus.sh
+//!     cargo bench --bench accuracy                      # in-memory store
+//!     cargo bench --bench accuracy -- --store lmdb      # the LMDB store in a temporary directory
+//!
+//! Knobs for measuring variants (environment): BAYES_METHOD=fisher|nb, BAYES_S, BAYES_MINDEV,
+//! BAYES_MAXF, BAYES_BIGRAMS=0, BAYES_HEADERS=0, BAYES_MARKUP=0, BAYES_MINLEN, BAYES_MAXLEN.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use sha2::{Digest as _, Sha256};
+use strainer_bayes::store::{Item, Memory, lmdb::Lmdb};
+use strainer_bayes::{Class, Digest, Method, Options, Params, Store, Tokens, tokenize};
+
+struct Msg {
+    folder: String,
+    name: String,
+    raw: Vec<u8>,
+    spam: bool,
+}
+
+fn load(root: &Path) -> Vec<Msg> {
+    let mut out = Vec::new();
+    for folder in ["easy-ham-1", "easy-ham-2", "hard-ham-1", "spam-1", "spam-2"] {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(root.join(folder))
+            .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "txt")).collect())
+            .unwrap_or_default();
+        files.sort();
+        for f in files {
+            let raw = strainer::scan_cmd::as_received(std::fs::read(&f).unwrap());
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            out.push(Msg { folder: folder.to_string(), name, raw, spam: folder.starts_with("spam") });
+        }
+    }
+    out
+}
+
+fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
+    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+}
+
+/// Even (fold 0) or odd (fold 1) rank within its folder by sha256("spam-acc-v1:" + name).
+fn half_ranks(msgs: &[Msg]) -> Vec<usize> {
+    let mut rank = vec![0; msgs.len()];
+    let mut by_folder: std::collections::BTreeMap<&str, Vec<(String, usize)>> = Default::default();
+    for (i, m) in msgs.iter().enumerate() {
+        let h = Sha256::digest(format!("spam-acc-v1:{}", m.name).as_bytes());
+        let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+        by_folder.entry(&m.folder).or_default().push((hex, i));
+    }
+    for v in by_folder.values_mut() {
+        v.sort();
+        for (r, (_, i)) in v.iter().enumerate() {
+            rank[*i] = r;
+        }
+    }
+    rank
+}
+
+struct Metrics {
+    fp: f64,
+    fn_: f64,
+    fn_at0: f64,
+    fn_at01: f64,
+    one_minus_auc: f64,
+}
+
+fn metrics(scores: &[(f64, bool)], threshold: f64) -> Metrics {
+    let hams: Vec<f64> = scores.iter().filter(|s| !s.1).map(|s| s.0).collect();
+    let spams: Vec<f64> = scores.iter().filter(|s| s.1).map(|s| s.0).collect();
+    let fp = hams.iter().filter(|&&s| s >= threshold).count() as f64 / hams.len() as f64 * 100.0;
+    let fn_ = spams.iter().filter(|&&s| s < threshold).count() as f64 / spams.len() as f64 * 100.0;
+    let mut hs = hams.clone();
+    hs.sort_by(|a, b| b.total_cmp(a));
+    // FN at a ham budget: the threshold is just above the (budget+1)-th highest ham; spam must
+    // score strictly above it (ties count against the filter).
+    let fn_at = |allowed: usize| -> f64 {
+        let t = hs.get(allowed).copied().unwrap_or(f64::NEG_INFINITY);
+        spams.iter().filter(|&&s| s <= t).count() as f64 / spams.len() as f64 * 100.0
+    };
+    let allowed01 = (hams.len() as f64 * 0.001).floor() as usize;
+    // AUC: P(spam > ham) + 0.5 P(tie).
+    let mut all: Vec<(f64, bool)> = scores.to_vec();
+    all.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (mut i, mut hams_below, mut wins) = (0, 0f64, 0f64);
+    while i < all.len() {
+        let mut j = i;
+        let (mut h, mut s) = (0f64, 0f64);
+        while j < all.len() && all[j].0 == all[i].0 {
+            if all[j].1 { s += 1.0 } else { h += 1.0 }
+            j += 1;
+        }
+        wins += s * (hams_below + 0.5 * h);
+        hams_below += h;
+        i = j;
+    }
+    let auc = wins / (hams.len() as f64 * spams.len() as f64);
+    Metrics { fp, fn_, fn_at0: fn_at(0), fn_at01: fn_at(allowed01), one_minus_auc: (1.0 - auc) * 100.0 }
+}
+
+fn new_store(kind: &str, dir: &Path) -> Box<dyn Store> {
+    match kind {
+        "lmdb" => {
+            let p = dir.join(format!("s{}", rand_suffix()));
+            Box::new(Lmdb::open(&p, 1 << 30).unwrap())
+        }
+        _ => Box::new(Memory::new()),
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let store_kind = args.iter().position(|a| a == "--store").and_then(|i| args.get(i + 1)).cloned().unwrap_or_default();
+    let root = std::env::var_os("STRAINER_CORPUS").map_or_else(|| PathBuf::from("benches/corpus/package/data"), PathBuf::from);
+    let msgs = load(&root);
+    if msgs.is_empty() {
+        eprintln!("no corpus under {}: run benches/fetch-corpus.sh", root.display());
+        return;
+    }
+    let opts = Options {
+        bigrams: env("BAYES_BIGRAMS", 1) == 1,
+        headers: env("BAYES_HEADERS", 1) == 1,
+        markup: env("BAYES_MARKUP", 1) == 1,
+        min_len: env("BAYES_MINLEN", Options::default().min_len),
+        max_len: env("BAYES_MAXLEN", Options::default().max_len),
+        ..Options::default()
+    };
+    let d = Params::default();
+    let params = Params {
+        strength: env("BAYES_S", d.strength),
+        min_dev: env("BAYES_MINDEV", d.min_dev),
+        max_features: env("BAYES_MAXF", d.max_features),
+        evidence_cap: env("BAYES_CAP", d.evidence_cap),
+        method: if env("BAYES_METHOD", String::from("fisher")) == "nb" { Method::NaiveBayes } else { Method::Fisher },
+        ..d
+    };
+    let threshold = env("BAYES_THRESHOLD", strainer_bayes::DEFAULT_THRESHOLD);
+    let limits = strainer_mime::Limits::default();
+    let t0 = Instant::now();
+    let toks: Vec<Tokens> =
+        msgs.iter().map(|m| tokenize(&strainer_mime::analyze(&m.raw, &limits), &opts, false)).collect();
+    let tok_secs = t0.elapsed().as_secs_f64();
+    let mean_tokens = toks.iter().map(|t| t.hashes.len()).sum::<usize>() as f64 / toks.len() as f64;
+    println!(
+        "{} messages; MIME + tokenize {:.3} ms/msg; {:.0} features/msg; store {}; {:?}",
+        msgs.len(),
+        tok_secs * 1000.0 / msgs.len() as f64,
+        mean_tokens,
+        if store_kind.is_empty() { "memory" } else { &store_kind },
+        params
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let ranks = half_ranks(&msgs);
+    let splits: Vec<(String, Box<dyn Fn(usize) -> Option<bool>>)> = vec![
+        ("half fold 1".into(), Box::new(|i: usize| Some(ranks[i] % 2 == 0))),
+        ("half fold 2".into(), Box::new(|i: usize| Some(ranks[i] % 2 == 1))),
+        (
+            "time".into(),
+            Box::new(|i: usize| Some(matches!(msgs[i].folder.as_str(), "easy-ham-1" | "hard-ham-1" | "spam-1"))),
+        ),
+    ];
+    println!("| split | FP % | FN % | FN % at 0 FP | FN % at 0.1% FP | 1-AUC % | ms/msg train | ms/msg classify |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, is_train) in &splits {
+        let store = new_store(&store_kind, tmp.path());
+        let train: Vec<usize> = (0..msgs.len()).filter(|&i| is_train(i) == Some(true)).collect();
+        let test: Vec<usize> = (0..msgs.len()).filter(|&i| is_train(i) == Some(false)).collect();
+        // Training as `strainer train` does it: MIME, tokenize, learn in batches.
+        let t = Instant::now();
+        for chunk in train.chunks(500) {
+            let items: Vec<Item> = chunk
+                .iter()
+                .map(|&i| {
+                    let view = strainer_mime::analyze(&msgs[i].raw, &limits);
+                    let tk = tokenize(&view, &opts, false);
+                    Item {
+                        digest: Digest::of(&msgs[i].raw),
+                        class: if msgs[i].spam { Class::Spam } else { Class::Ham },
+                        hashes: tk.hashes,
+                    }
+                })
+                .collect();
+            store.learn(&items, false).unwrap();
+        }
+        let train_ms = t.elapsed().as_secs_f64() * 1000.0 / train.len() as f64;
+        // Classifying as `serve` does: MIME, tokenize, lookup, combine.
+        let t = Instant::now();
+        let mut scores = Vec::with_capacity(test.len());
+        let mut names = Vec::with_capacity(test.len());
+        let mut counts = Vec::new();
+        for &i in &test {
+            let view = strainer_mime::analyze(&msgs[i].raw, &limits);
+            let tk = tokenize(&view, &opts, false);
+            let totals = store.lookup(&tk.hashes, &mut counts).unwrap();
+            let s = strainer_bayes::model::classify(&counts, totals, &params, 0);
+            scores.push((s.log_odds, msgs[i].spam));
+            names.push(i);
+        }
+        let classify_ms = t.elapsed().as_secs_f64() * 1000.0 / test.len() as f64;
+        let _ = &toks;
+        let m = metrics(&scores, threshold);
+        println!(
+            "| {name} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} | {:.3} |",
+            m.fp, m.fn_, m.fn_at0, m.fn_at01, m.one_minus_auc, train_ms, classify_ms
+        );
+        if std::env::var_os("BAYES_DUMP").is_some() {
+            let mut order: Vec<usize> = (0..scores.len()).collect();
+            order.sort_by(|&a, &b| scores[a].0.total_cmp(&scores[b].0));
+            let worst_ham: Vec<_> = order.iter().rev().filter(|&&k| !scores[k].1).take(5).map(|&k| (scores[k].0, &msgs[names[k]].name, &msgs[names[k]].folder)).collect();
+            let worst_spam: Vec<_> = order.iter().filter(|&&k| scores[k].1).take(5).map(|&k| (scores[k].0, &msgs[names[k]].name, &msgs[names[k]].folder)).collect();
+            println!("  worst hams: {worst_ham:?}");
+            let bayes = strainer_bayes::Bayes { store: &*store, options: opts.clone(), params };
+            for &k in order.iter().rev().filter(|&&k| !scores[k].1).take(2).chain(order.iter().filter(|&&k| scores[k].1).take(2)) {
+                let view = strainer_mime::analyze(&msgs[names[k]].raw, &limits);
+                let c = bayes.classify(&view, 20).unwrap();
+                println!("  {} {:.1}: {:?}", msgs[names[k]].name, c.score.log_odds, c.explain.iter().map(|(n, f, c)| format!("{n}={f:.3}({}/{})", c.spam, c.ham)).collect::<Vec<_>>());
+            }
+            println!("  worst spams: {worst_spam:?}");
+            let mut s = scores.clone();
+            s.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let hams: Vec<f64> = s.iter().filter(|x| !x.1).map(|x| x.0).collect();
+            let spams: Vec<f64> = s.iter().filter(|x| x.1).map(|x| x.0).collect();
+            println!("  top hams: {:?}", &hams[hams.len().saturating_sub(8)..]);
+            println!("  bottom spams: {:?}", &spams[..8.min(spams.len())]);
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The Bayesian token scorer: a tokenizer over the MIME view ([`tokenize`]), a classifier that
+//! gives an unclamped log-odds score ([`model`]), and token stores ([`store`]): an in-memory one
+//! for tests and benches, LMDB (the embedded default, shared by `serve` and `strainer train`
+//! running at once) and Redis (one model for several hosts).
+//!
+//! [`Bayes`] ties them together: learn a message as spam or ham (once: a content digest remembers
+//! what was learnt), forget it, classify it.
+#![deny(missing_docs)]
+
+pub mod model;
+pub mod store;
+pub mod tokenize;
+
+pub use model::{Counts, Method, Params, Score, Totals};
+pub use store::{Class, Digest, Error, Expiry, Learned, Stats, Store};
+pub use tokenize::{Options, Tokens, tokenize};
+
+use strainer_mime::View;
+
+/// The log-odds at and above which the scorer alone calls a message spam.
+pub const DEFAULT_THRESHOLD: f64 = 1.5;
+
+/// A tokenizer, classifier settings and a store.
+pub struct Bayes<S> {
+    /// The token store.
+    pub store: S,
+    /// Tokenizer settings.
+    pub options: Options,
+    /// Classifier settings.
+    pub params: Params,
+}
+
+/// The result of classifying one message.
+#[derive(Debug, Clone)]
+pub struct Classified {
+    /// The score.
+    pub score: Score,
+    /// Messages learnt when it was scored.
+    pub totals: Totals,
+    /// The strongest features either way, with their text and f(w), when asked for.
+    pub explain: Vec<(String, f64, Counts)>,
+}
+
+impl<S: Store> Bayes<S> {
+    /// A scorer over a store with default settings.
+    pub fn new(store: S) -> Self {
+        Bayes { store, options: Options::default(), params: Params::default() }
+    }
+
+    /// Classifies a message; `explain` keeps that many strongest features with their text.
+    pub fn classify(&self, view: &View, explain: usize) -> Result<Classified, Error> {
+        let tokens = tokenize(view, &self.options, explain > 0);
+        self.classify_tokens(&tokens, explain)
+    }
+
+    /// Classifies already tokenized features.
+    pub fn classify_tokens(&self, tokens: &Tokens, explain: usize) -> Result<Classified, Error> {
+        let mut counts = Vec::with_capacity(tokens.hashes.len());
+        let totals = self.store.lookup(&tokens.hashes, &mut counts)?;
+        let score = model::classify(&counts, totals, &self.params, explain);
+        let explain = score
+            .strongest
+            .iter()
+            .map(|&(i, f)| {
+                let h = tokens.hashes[i];
+                (tokens.name(h).unwrap_or("?").to_string(), f, counts[i])
+            })
+            .collect();
+        Ok(Classified { score, totals, explain })
+    }
+
+    /// Learns (or with `forget`, unlearns) one message.
+    pub fn learn(&self, raw: &[u8], view: &View, class: Class, forget: bool) -> Result<Learned, Error> {
+        let tokens = tokenize(view, &self.options, false);
+        let item = store::Item { digest: Digest::of(raw), class, hashes: tokens.hashes };
+        let mut out = self.store.learn(std::slice::from_ref(&item), forget)?;
+        Ok(out.pop().unwrap_or(Learned::Unchanged))
+    }
+}

@@ -1,0 +1,396 @@
+//! Token stores: what was learnt, per feature hash, and which messages were learnt as what.
+//!
+//! Three implementations share one contract ([`Store`]) and one test suite: [`Memory`] (tests,
+//! benches), [`lmdb::Lmdb`] (the embedded default) and [`redis::Redis`] (shared by several hosts).
+//!
+//! The contract: learning is per batch and atomic; a message already learnt as the same class is
+//! not counted again ([`Learned::Already`]); learnt as the other class, it is moved
+//! ([`Learned::Relearned`]); forgetting a message takes back exactly what learning added. Each
+//! feature remembers the day it was last learnt, and [`Store::expire`] drops the rarest, oldest
+//! features when the store holds more than its cap.
+
+pub mod lmdb;
+pub mod redis;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde::Serialize;
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::model::{Counts, Totals};
+
+/// Spam or ham.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Class {
+    /// Unwanted.
+    Spam,
+    /// Wanted.
+    Ham,
+}
+
+impl Class {
+    fn byte(self) -> u8 {
+        match self {
+            Class::Spam => b's',
+            Class::Ham => b'h',
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<Class> {
+        match b {
+            b's' => Some(Class::Spam),
+            b'h' => Some(Class::Ham),
+            _ => None,
+        }
+    }
+}
+
+/// Identifies a message for "learnt once": its Message-ID and body, so the copy a user saves
+/// from a mailbox (with delivery headers added) is the message that was learnt from quarantine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Digest(pub [u8; 16]);
+
+impl Digest {
+    /// The digest of a raw message.
+    pub fn of(raw: &[u8]) -> Digest {
+        let split = find(raw, b"\r\n\r\n").map(|i| (i, 4)).or_else(|| find(raw, b"\n\n").map(|i| (i, 2)));
+        let (head, body) = match split {
+            Some((i, n)) => (&raw[..i], &raw[i + n..]),
+            None => (raw, &raw[raw.len()..]),
+        };
+        let mut id: &[u8] = b"";
+        for line in head.split(|&b| b == b'\n') {
+            if line.len() > 11 && line[..11].eq_ignore_ascii_case(b"message-id:") {
+                id = line[11..].trim_ascii();
+                break;
+            }
+        }
+        // Line endings differ between a message on the wire and one in a mailbox.
+        let mut data = Vec::with_capacity(id.len() + body.len() + 1);
+        data.extend_from_slice(id);
+        data.push(0);
+        data.extend(body.iter().copied().filter(|&b| b != b'\r'));
+        Digest(xxh3_128(&data).to_le_bytes())
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// One message to learn or forget.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// Its digest.
+    pub digest: Digest,
+    /// As what.
+    pub class: Class,
+    /// Its distinct feature hashes.
+    pub hashes: Vec<u64>,
+}
+
+/// What learning one message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Learned {
+    /// Counted.
+    Learned,
+    /// Already learnt as this class: nothing changed.
+    Already,
+    /// Had been learnt as the other class: moved.
+    Relearned,
+    /// Forgotten.
+    Forgotten,
+    /// Forget asked for a message never learnt: nothing changed.
+    Unchanged,
+}
+
+/// The cap and what expiry keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    /// Most features kept; over this, expiry brings the store down to three quarters of it.
+    pub max_tokens: u64,
+    /// Most remembered message digests; over this, the oldest are forgotten (their counts stay).
+    pub max_seen: u64,
+}
+
+impl Default for Expiry {
+    fn default() -> Self {
+        Expiry { max_tokens: 1_000_000, max_seen: 200_000 }
+    }
+}
+
+/// What expiry did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Expired {
+    /// Features removed.
+    pub tokens: u64,
+    /// Digests removed.
+    pub seen: u64,
+}
+
+/// Counts and size.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Stats {
+    /// Messages learnt.
+    pub totals: Totals,
+    /// Features held.
+    pub tokens: u64,
+    /// Features seen in one message only.
+    pub singletons: u64,
+    /// Message digests remembered.
+    pub seen: u64,
+    /// Bytes used (on disk, or Redis memory for our keys when known).
+    pub bytes: u64,
+    /// Oldest and newest last-learnt day (days since 1970), when any.
+    pub days: Option<(u32, u32)>,
+}
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// LMDB.
+    #[error("bayes store {path}: {source}")]
+    Lmdb {
+        /// The store's directory.
+        path: String,
+        /// The error.
+        source: heed::Error,
+    },
+    /// Redis.
+    #[error("bayes store redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// Files.
+    #[error("bayes store {path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Anything else.
+    #[error("bayes store: {0}")]
+    Other(String),
+}
+
+/// A token store.
+pub trait Store: Send + Sync {
+    /// Counts of each hash (in order) into `out`, with the totals, from one consistent snapshot.
+    fn lookup(&self, hashes: &[u64], out: &mut Vec<Counts>) -> Result<Totals, Error>;
+    /// Learns (or forgets) a batch atomically.
+    fn learn(&self, items: &[Item], forget: bool) -> Result<Vec<Learned>, Error>;
+    /// Counts and size.
+    fn stats(&self) -> Result<Stats, Error>;
+    /// Applies the cap now.
+    fn expire(&self, limits: &Expiry) -> Result<Expired, Error>;
+}
+
+/// Today, in days since 1970.
+pub fn today() -> u32 {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    u32::try_from(secs / 86_400).unwrap_or(u32::MAX)
+}
+
+/// A feature's record: counts and the day it was last learnt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Record {
+    /// Counts.
+    pub counts: Counts,
+    /// Last learnt, days since 1970.
+    pub day: u32,
+}
+
+impl Record {
+    /// 12 bytes: spam, ham, day (little endian).
+    pub fn encode(&self) -> [u8; 12] {
+        let mut b = [0u8; 12];
+        b[..4].copy_from_slice(&self.counts.spam.to_le_bytes());
+        b[4..8].copy_from_slice(&self.counts.ham.to_le_bytes());
+        b[8..].copy_from_slice(&self.day.to_le_bytes());
+        b
+    }
+
+    /// The inverse of [`Record::encode`]; None when the length is wrong.
+    pub fn decode(b: &[u8]) -> Option<Record> {
+        let b: &[u8; 12] = b.try_into().ok()?;
+        let w = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        Some(Record { counts: Counts { spam: w(0), ham: w(4) }, day: w(8) })
+    }
+
+    /// Which features expiry removes first: lower is sooner. A feature seen in `n` messages lives
+    /// about `14·ln n` days longer than one seen once.
+    pub fn keep_rank(&self) -> f64 {
+        let n = f64::from(self.counts.spam) + f64::from(self.counts.ham);
+        f64::from(self.day) + 14.0 * n.max(1.0).ln()
+    }
+}
+
+/// Applies one message's change to a record: `sign` +1 learns, -1 takes back.
+pub fn apply(rec: &mut Record, class: Class, sign: i8, day: u32) {
+    let c = match class {
+        Class::Spam => &mut rec.counts.spam,
+        Class::Ham => &mut rec.counts.ham,
+    };
+    if sign > 0 {
+        *c = c.saturating_add(1);
+        rec.day = day;
+    } else {
+        *c = c.saturating_sub(1);
+    }
+}
+
+/// What a batch does to each message: (item index, class to remove, class to add, outcome).
+pub fn plan(item: &Item, seen: Option<Class>, forget: bool) -> (Option<Class>, Option<Class>, Learned) {
+    match (forget, seen) {
+        (false, Some(c)) if c == item.class => (None, None, Learned::Already),
+        (false, Some(c)) => (Some(c), Some(item.class), Learned::Relearned),
+        (false, None) => (None, Some(item.class), Learned::Learned),
+        (true, Some(c)) => (Some(c), None, Learned::Forgotten),
+        (true, None) => (None, None, Learned::Unchanged),
+    }
+}
+
+/// Which entries expiry removes: the `count - keep` lowest ranked.
+pub fn expiry_victims<K: Copy>(mut ranked: Vec<(f64, K)>, keep: u64) -> Vec<K> {
+    let n = ranked.len() as u64;
+    if n <= keep {
+        return Vec::new();
+    }
+    let drop = usize::try_from(n - keep).unwrap_or(usize::MAX);
+    ranked.select_nth_unstable_by(drop.saturating_sub(1), |a, b| a.0.total_cmp(&b.0));
+    ranked.truncate(drop);
+    ranked.into_iter().map(|(_, k)| k).collect()
+}
+
+/// An in-memory store (tests, benches).
+#[derive(Debug, Default)]
+pub struct Memory {
+    inner: Mutex<MemoryInner>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    tokens: HashMap<u64, Record>,
+    seen: HashMap<Digest, (Class, u32)>,
+    totals: Totals,
+    day_override: Option<u32>,
+}
+
+impl Memory {
+    /// An empty store.
+    pub fn new() -> Memory {
+        Memory::default()
+    }
+
+    /// Pretends today is `day` for what is learnt next (tests of expiry).
+    pub fn set_day(&self, day: u32) {
+        if let Ok(mut m) = self.inner.lock() {
+            m.day_override = Some(day);
+        }
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, MemoryInner>, Error> {
+        self.inner.lock().map_err(|_| Error::Other("memory store poisoned".into()))
+    }
+}
+
+pub(crate) fn bump(totals: &mut Totals, class: Class, sign: i8) {
+    let t = match class {
+        Class::Spam => &mut totals.spam,
+        Class::Ham => &mut totals.ham,
+    };
+    *t = if sign > 0 { t.saturating_add(1) } else { t.saturating_sub(1) };
+}
+
+impl Store for Memory {
+    fn lookup(&self, hashes: &[u64], out: &mut Vec<Counts>) -> Result<Totals, Error> {
+        let m = self.lock()?;
+        out.clear();
+        out.extend(hashes.iter().map(|h| m.tokens.get(h).map(|r| r.counts).unwrap_or_default()));
+        Ok(m.totals)
+    }
+
+    fn learn(&self, items: &[Item], forget: bool) -> Result<Vec<Learned>, Error> {
+        let mut m = self.lock()?;
+        let day = m.day_override.unwrap_or_else(today);
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let seen = m.seen.get(&item.digest).map(|s| s.0);
+            let (remove, add, outcome) = plan(item, seen, forget);
+            for (class, sign) in [(remove, -1i8), (add, 1i8)] {
+                let Some(class) = class else { continue };
+                bump(&mut m.totals, class, sign);
+                for h in &item.hashes {
+                    let rec = m.tokens.entry(*h).or_default();
+                    apply(rec, class, sign, day);
+                    if rec.counts == Counts::default() {
+                        m.tokens.remove(h);
+                    }
+                }
+            }
+            match (remove, add) {
+                (_, Some(c)) => {
+                    m.seen.insert(item.digest, (c, day));
+                }
+                (Some(_), None) => {
+                    m.seen.remove(&item.digest);
+                }
+                (None, None) => {}
+            }
+            out.push(outcome);
+        }
+        Ok(out)
+    }
+
+    fn stats(&self) -> Result<Stats, Error> {
+        let m = self.lock()?;
+        let days = m.tokens.values().fold(None, |acc: Option<(u32, u32)>, r| {
+            Some(acc.map_or((r.day, r.day), |(lo, hi)| (lo.min(r.day), hi.max(r.day))))
+        });
+        Ok(Stats {
+            totals: m.totals,
+            tokens: m.tokens.len() as u64,
+            singletons: m.tokens.values().filter(|r| r.counts.spam + r.counts.ham == 1).count() as u64,
+            seen: m.seen.len() as u64,
+            bytes: (m.tokens.len() * 20 + m.seen.len() * 21) as u64,
+            days,
+        })
+    }
+
+    fn expire(&self, limits: &Expiry) -> Result<Expired, Error> {
+        let mut m = self.lock()?;
+        let mut done = Expired::default();
+        if m.tokens.len() as u64 > limits.max_tokens {
+            let ranked = m.tokens.iter().map(|(h, r)| (r.keep_rank(), *h)).collect();
+            for h in expiry_victims(ranked, limits.max_tokens * 3 / 4) {
+                m.tokens.remove(&h);
+                done.tokens += 1;
+            }
+        }
+        if m.seen.len() as u64 > limits.max_seen {
+            let ranked = m.seen.iter().map(|(d, s)| (f64::from(s.1), *d)).collect();
+            for d in expiry_victims(ranked, limits.max_seen * 3 / 4) {
+                m.seen.remove(&d);
+                done.seen += 1;
+            }
+        }
+        Ok(done)
+    }
+}
+
+impl<S: Store + ?Sized> Store for &S {
+    fn lookup(&self, hashes: &[u64], out: &mut Vec<Counts>) -> Result<Totals, Error> {
+        (**self).lookup(hashes, out)
+    }
+    fn learn(&self, items: &[Item], forget: bool) -> Result<Vec<Learned>, Error> {
+        (**self).learn(items, forget)
+    }
+    fn stats(&self) -> Result<Stats, Error> {
+        (**self).stats()
+    }
+    fn expire(&self, limits: &Expiry) -> Result<Expired, Error> {
+        (**self).expire(limits)
+    }
+}

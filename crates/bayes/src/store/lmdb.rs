@@ -1,0 +1,234 @@
+//! The embedded store: LMDB (through heed), one directory holding `data.mdb` and `lock.mdb`.
+//!
+//! LMDB lets any number of processes read while one writes (`serve` classifies while
+//! `strainer train` learns), readers never block and see a consistent snapshot, and a commit is
+//! durable and atomic: a trainer killed mid-batch leaves the store as the last commit left it.
+//! Features are 8-byte big-endian keys with 12-byte records ([`Record`]); a batch's changes are
+//! summed in memory first and written in key order, which is what makes training fast.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use heed::types::Bytes;
+use heed::{Database, Env, EnvOpenOptions, RoTxn};
+
+use super::{Error, Expired, Expiry, Item, Learned, Record, Stats, Store, apply, expiry_victims, plan, today};
+use crate::model::{Counts, Totals};
+use crate::store::Class;
+
+/// An LMDB token store.
+pub struct Lmdb {
+    env: Env,
+    path: PathBuf,
+    tokens: Database<Bytes, Bytes>,
+    seen: Database<Bytes, Bytes>,
+    meta: Database<Bytes, Bytes>,
+}
+
+const TOTALS: &[u8] = b"totals";
+const FORMAT: &[u8] = b"format";
+const FORMAT_VERSION: &[u8] = b"strainer-bayes-1";
+
+impl Lmdb {
+    /// Opens (creating when missing) the store in directory `path`, reserving `map_size` bytes of
+    /// address space (the most the file may grow to).
+    pub fn open(path: &Path, map_size: usize) -> Result<Lmdb, Error> {
+        let err = |source| Error::Lmdb { path: path.display().to_string(), source };
+        std::fs::create_dir_all(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+        let mut opts = EnvOpenOptions::new();
+        opts.map_size(map_size).max_dbs(4).max_readers(254);
+        // SAFETY: heed marks opening unsafe because LMDB's memory map must not be changed behind
+        // its back: the directory is ours (only strainer processes open it, always through LMDB),
+        // and heed returns the already open environment when a process opens the same path twice.
+        #[allow(unsafe_code)]
+        let env = unsafe { opts.open(path) }.map_err(err)?;
+        let mut wtxn = env.write_txn().map_err(err)?;
+        let tokens = env.create_database(&mut wtxn, Some("tokens")).map_err(err)?;
+        let seen = env.create_database(&mut wtxn, Some("seen")).map_err(err)?;
+        let meta: Database<Bytes, Bytes> = env.create_database(&mut wtxn, Some("meta")).map_err(err)?;
+        match meta.get(&wtxn, FORMAT).map_err(err)? {
+            None => meta.put(&mut wtxn, FORMAT, FORMAT_VERSION).map_err(err)?,
+            Some(v) if v == FORMAT_VERSION => {}
+            Some(v) => {
+                return Err(Error::Other(format!(
+                    "{}: store format {:?}, this strainer reads {:?}; train a new store",
+                    path.display(),
+                    String::from_utf8_lossy(v),
+                    String::from_utf8_lossy(FORMAT_VERSION)
+                )));
+            }
+        }
+        wtxn.commit().map_err(err)?;
+        Ok(Lmdb { env, path: path.to_path_buf(), tokens, seen, meta })
+    }
+
+    fn err(&self, source: heed::Error) -> Error {
+        let e = Error::Lmdb { path: self.path.display().to_string(), source };
+        if let Error::Lmdb { source: heed::Error::Mdb(heed::MdbError::MapFull), .. } = &e {
+            return Error::Other(format!(
+                "{}: the store reached its size limit (bayes.map_size); raise it or lower bayes.max_tokens and run `strainer bayes expire`",
+                self.path.display()
+            ));
+        }
+        e
+    }
+
+    fn totals(&self, txn: &RoTxn) -> Result<Totals, Error> {
+        Ok(self.meta.get(txn, TOTALS).map_err(|e| self.err(e))?.map(decode_totals).unwrap_or_default())
+    }
+}
+
+fn decode_totals(b: &[u8]) -> Totals {
+    let w = |i: usize| b.get(i..i + 8).and_then(|s| s.try_into().ok()).map_or(0, u64::from_le_bytes);
+    Totals { spam: w(0), ham: w(8) }
+}
+
+fn encode_totals(t: Totals) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&t.spam.to_le_bytes());
+    b[8..].copy_from_slice(&t.ham.to_le_bytes());
+    b
+}
+
+/// Per-feature net change of a batch: spam, ham.
+type Deltas = HashMap<u64, (i64, i64)>;
+
+fn add_delta(d: &mut Deltas, hashes: &[u64], class: Class, sign: i64) {
+    for h in hashes {
+        let e = d.entry(*h).or_default();
+        match class {
+            Class::Spam => e.0 += sign,
+            Class::Ham => e.1 += sign,
+        }
+    }
+}
+
+impl Store for Lmdb {
+    fn lookup(&self, hashes: &[u64], out: &mut Vec<Counts>) -> Result<Totals, Error> {
+        let txn = self.env.read_txn().map_err(|e| self.err(e))?;
+        out.clear();
+        for h in hashes {
+            let rec = self.tokens.get(&txn, &h.to_be_bytes()).map_err(|e| self.err(e))?.and_then(Record::decode);
+            out.push(rec.map(|r| r.counts).unwrap_or_default());
+        }
+        self.totals(&txn)
+    }
+
+    fn learn(&self, items: &[Item], forget: bool) -> Result<Vec<Learned>, Error> {
+        let day = today();
+        let mut wtxn = self.env.write_txn().map_err(|e| self.err(e))?;
+        let mut totals = self.totals(&wtxn)?;
+        let mut deltas = Deltas::new();
+        let mut seen_now: HashMap<[u8; 16], Option<Class>> = HashMap::new();
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let seen = match seen_now.get(&item.digest.0) {
+                Some(s) => *s,
+                None => self
+                    .seen
+                    .get(&wtxn, &item.digest.0)
+                    .map_err(|e| self.err(e))?
+                    .and_then(|v| v.first().copied())
+                    .and_then(Class::from_byte),
+            };
+            let (remove, add, outcome) = plan(item, seen, forget);
+            if let Some(c) = remove {
+                add_delta(&mut deltas, &item.hashes, c, -1);
+                super::bump(&mut totals, c, -1);
+            }
+            if let Some(c) = add {
+                add_delta(&mut deltas, &item.hashes, c, 1);
+                super::bump(&mut totals, c, 1);
+            }
+            if remove.is_some() || add.is_some() {
+                seen_now.insert(item.digest.0, add);
+            }
+            out.push(outcome);
+        }
+        let mut keys: Vec<(u64, (i64, i64))> = deltas.into_iter().filter(|(_, d)| *d != (0, 0)).collect();
+        keys.sort_unstable_by_key(|(h, _)| *h);
+        for (h, (ds, dh)) in keys {
+            let key = h.to_be_bytes();
+            let mut rec = self.tokens.get(&wtxn, &key).map_err(|e| self.err(e))?.and_then(Record::decode).unwrap_or_default();
+            for (class, d) in [(Class::Spam, ds), (Class::Ham, dh)] {
+                for _ in 0..d.unsigned_abs() {
+                    apply(&mut rec, class, if d > 0 { 1 } else { -1 }, day);
+                }
+            }
+            if rec.counts == Counts::default() {
+                self.tokens.delete(&mut wtxn, &key).map_err(|e| self.err(e))?;
+            } else {
+                self.tokens.put(&mut wtxn, &key, &rec.encode()).map_err(|e| self.err(e))?;
+            }
+        }
+        for (digest, class) in seen_now {
+            match class {
+                Some(c) => {
+                    let mut v = [0u8; 5];
+                    v[0] = c.byte();
+                    v[1..].copy_from_slice(&day.to_le_bytes());
+                    self.seen.put(&mut wtxn, &digest, &v).map_err(|e| self.err(e))?;
+                }
+                None => {
+                    self.seen.delete(&mut wtxn, &digest).map_err(|e| self.err(e))?;
+                }
+            }
+        }
+        self.meta.put(&mut wtxn, TOTALS, &encode_totals(totals)).map_err(|e| self.err(e))?;
+        wtxn.commit().map_err(|e| self.err(e))?;
+        Ok(out)
+    }
+
+    fn stats(&self) -> Result<Stats, Error> {
+        let txn = self.env.read_txn().map_err(|e| self.err(e))?;
+        let totals = self.totals(&txn)?;
+        let mut s = Stats { totals, ..Stats::default() };
+        for kv in self.tokens.iter(&txn).map_err(|e| self.err(e))? {
+            let (_, v) = kv.map_err(|e| self.err(e))?;
+            let Some(r) = Record::decode(v) else { continue };
+            s.tokens += 1;
+            if u64::from(r.counts.spam) + u64::from(r.counts.ham) == 1 {
+                s.singletons += 1;
+            }
+            s.days = Some(s.days.map_or((r.day, r.day), |(lo, hi)| (lo.min(r.day), hi.max(r.day))));
+        }
+        s.seen = self.seen.len(&txn).map_err(|e| self.err(e))?;
+        s.bytes = std::fs::metadata(self.path.join("data.mdb")).map_or(0, |m| m.len());
+        Ok(s)
+    }
+
+    fn expire(&self, limits: &Expiry) -> Result<Expired, Error> {
+        let mut wtxn = self.env.write_txn().map_err(|e| self.err(e))?;
+        let mut done = Expired::default();
+        if self.tokens.len(&wtxn).map_err(|e| self.err(e))? > limits.max_tokens {
+            let mut ranked = Vec::new();
+            for kv in self.tokens.iter(&wtxn).map_err(|e| self.err(e))? {
+                let (k, v) = kv.map_err(|e| self.err(e))?;
+                let (Ok(k), Some(r)) = (<[u8; 8]>::try_from(k), Record::decode(v)) else { continue };
+                ranked.push((r.keep_rank(), k));
+            }
+            let mut victims = expiry_victims(ranked, limits.max_tokens * 3 / 4);
+            victims.sort_unstable();
+            for k in victims {
+                self.tokens.delete(&mut wtxn, &k).map_err(|e| self.err(e))?;
+                done.tokens += 1;
+            }
+        }
+        if self.seen.len(&wtxn).map_err(|e| self.err(e))? > limits.max_seen {
+            let mut ranked = Vec::new();
+            for kv in self.seen.iter(&wtxn).map_err(|e| self.err(e))? {
+                let (k, v) = kv.map_err(|e| self.err(e))?;
+                let day = v.get(1..5).and_then(|s| s.try_into().ok()).map_or(0, u32::from_le_bytes);
+                if let Ok(k) = <[u8; 16]>::try_from(k) {
+                    ranked.push((f64::from(day), k));
+                }
+            }
+            for k in expiry_victims(ranked, limits.max_seen * 3 / 4) {
+                self.seen.delete(&mut wtxn, &k).map_err(|e| self.err(e))?;
+                done.seen += 1;
+            }
+        }
+        wtxn.commit().map_err(|e| self.err(e))?;
+        Ok(done)
+    }
+}

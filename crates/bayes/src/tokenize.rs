@@ -1,0 +1,398 @@
+//! Turns a message (the MIME view) into the set of features the classifier counts.
+//!
+//! Every feature is a short string with a prefix saying where it came from (`s:` Subject words,
+//! `u:` URL hosts, `H:` header names present, no prefix for body words), hashed with xxh3-64 so
+//! the store holds 8-byte keys. The choices below were each kept only when they improved the
+//! half split of the SpamAssassin corpus (see benches/README.md, "Bayes accuracy"):
+//!
+//! - body words lower-cased; words of 3..=24 bytes, longer ones reduced to a skip token keeping the
+//!   first 7 characters and the length in tens (as SpamAssassin does);
+//! - digits kept in short tokens, long digit runs reduced to their length;
+//! - header fields: the names present (`H:`), words of Subject/From/To/Reply-To/Content-Type/
+//!   X-Mailer/User-Agent and a few others under their own prefix, the Received chain reduced to
+//!   the domains and /16 networks it names;
+//! - HTML: the hosts of every link and image (also from plain-text URLs), and which tags are used
+//!   (`<img>`, `<font>`, `<table>`, scripts, forms, comments) — the markup that text reduction hides;
+//! - MIME structure: the content types and file-name extensions of the parts;
+//! - adjacent word pairs of the body and Subject (bigrams), which carry phrases single words miss.
+
+use std::collections::HashMap;
+
+use strainer_mime::View;
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Tokenizer settings (each can be turned off to measure what it brings).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Shortest body word kept, in bytes.
+    pub min_len: usize,
+    /// Longest body word kept whole, in bytes.
+    pub max_len: usize,
+    /// Adjacent word pairs as features.
+    pub bigrams: bool,
+    /// Header tokens.
+    pub headers: bool,
+    /// URL hosts and markup signals.
+    pub markup: bool,
+    /// Most body bytes tokenized per text part (the rest is ignored).
+    pub max_text: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { min_len: 3, max_len: 24, bigrams: true, headers: true, markup: true, max_text: 256 * 1024 }
+    }
+}
+
+/// The features of one message: distinct, sorted hashes, and their names when asked for.
+#[derive(Debug, Default, Clone)]
+pub struct Tokens {
+    /// Distinct feature hashes, sorted.
+    pub hashes: Vec<u64>,
+    /// Hash -> feature text, filled only when explaining.
+    pub names: Option<HashMap<u64, String>>,
+}
+
+impl Tokens {
+    /// The text of a feature, when names were kept.
+    pub fn name(&self, hash: u64) -> Option<&str> {
+        self.names.as_ref().and_then(|n| n.get(&hash)).map(String::as_str)
+    }
+}
+
+/// Header fields whose words are features, with the prefix they get.
+const WORD_HEADERS: &[(&str, &str)] = &[
+    ("subject", "s:"),
+    ("from", "f:"),
+    ("to", "t:"),
+    ("cc", "t:"),
+    ("reply-to", "r:"),
+    ("return-path", "rp:"),
+    ("sender", "f:"),
+    ("content-type", "ct:"),
+    ("x-mailer", "xm:"),
+    ("user-agent", "xm:"),
+    ("x-mimeole", "xm:"),
+    ("organization", "o:"),
+    ("list-id", "l:"),
+    ("precedence", "p:"),
+    ("x-priority", "xp:"),
+    ("x-msmail-priority", "xp:"),
+    ("importance", "xp:"),
+    ("content-transfer-encoding", "cte:"),
+];
+
+/// Tokenizes a message taken apart by `strainer_mime::analyze`.
+pub fn tokenize(view: &View, opts: &Options, explain: bool) -> Tokens {
+    let mut t = Tokenizer { opts, buf: String::with_capacity(64), hashes: Vec::with_capacity(512), names: None };
+    if explain {
+        t.names = Some(HashMap::new());
+    }
+    if opts.headers {
+        t.headers(view);
+    }
+    for part in &view.parts {
+        if !part.content_type.is_empty() {
+            t.emit2("mp:", &part.content_type);
+        }
+        for name in &part.names {
+            if let Some((_, ext)) = name.rsplit_once('.') {
+                if ext.len() <= 8 {
+                    t.emit2("ext:", &ext.to_ascii_lowercase());
+                }
+            }
+        }
+        if let Some(k) = part.sniffed {
+            t.emit2("sn:", k.name());
+        }
+        if let Some(text) = &part.text {
+            let text = clip(text, opts.max_text);
+            t.words("", text);
+            if opts.markup {
+                t.text_urls(text);
+            }
+        }
+        if let (true, Some(html)) = (opts.markup, &part.html) {
+            t.markup(clip(html, opts.max_text));
+        }
+    }
+    let mut hashes = t.hashes;
+    hashes.sort_unstable();
+    hashes.dedup();
+    Tokens { hashes, names: t.names }
+}
+
+fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+struct Tokenizer<'a> {
+    opts: &'a Options,
+    buf: String,
+    hashes: Vec<u64>,
+    names: Option<HashMap<u64, String>>,
+}
+
+impl Tokenizer<'_> {
+    /// Emits what is in `buf`.
+    fn flush(&mut self) -> u64 {
+        let h = xxh3_64(self.buf.as_bytes());
+        self.hashes.push(h);
+        if let Some(n) = &mut self.names {
+            n.entry(h).or_insert_with(|| self.buf.clone());
+        }
+        h
+    }
+
+    fn emit2(&mut self, prefix: &str, s: &str) {
+        self.buf.clear();
+        self.buf.push_str(prefix);
+        self.buf.push_str(s);
+        self.flush();
+    }
+
+    fn headers(&mut self, view: &View) {
+        let mut received = 0usize;
+        for (name, value) in &view.headers {
+            let lname = name.to_ascii_lowercase();
+            self.emit2("H:", &lname);
+            if lname == "received" {
+                received += 1;
+                self.received(value);
+                continue;
+            }
+            if lname == "message-id" {
+                if let Some((_, dom)) = value.trim().trim_end_matches('>').rsplit_once('@') {
+                    self.emit2("mid:", &dom.to_ascii_lowercase());
+                } else {
+                    self.emit2("mid:", "none");
+                }
+                continue;
+            }
+            if let Some((_, prefix)) = WORD_HEADERS.iter().find(|(n, _)| *n == lname) {
+                let value = clip(value, 4096);
+                self.words(prefix, value);
+                if matches!(*prefix, "f:" | "t:" | "r:" | "rp:") {
+                    self.addresses(prefix, value);
+                }
+            }
+        }
+        self.emit2("rcvd#", &received.min(10).to_string());
+    }
+
+    /// The Received chain reduced to what generalises: domains (last two labels) and /16 networks.
+    fn received(&mut self, value: &str) {
+        for word in value.split(|c: char| c.is_whitespace() || "()[];<>".contains(c)) {
+            let w = word.trim_matches(|c: char| c == '.' || c == ',');
+            if w.len() < 4 {
+                continue;
+            }
+            if let Some(net) = ipv4_net(w) {
+                self.emit2("rip:", &net);
+            } else if w.contains('.') && w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
+                let lw = w.to_ascii_lowercase();
+                let dom = last_labels(&lw, 2);
+                if dom.bytes().any(|b| b.is_ascii_alphabetic()) {
+                    self.emit2("rd:", dom);
+                }
+            } else if matches!(w, "ESMTP" | "SMTP" | "ESMTPS" | "ESMTPA" | "ESMTPSA" | "LMTP" | "HTTP" | "Microsoft") {
+                self.emit2("rw:", w);
+            }
+        }
+    }
+
+    fn addresses(&mut self, prefix: &str, value: &str) {
+        for word in value.split(|c: char| c.is_whitespace() || "<>,;\"()".contains(c)) {
+            if let Some((_, dom)) = word.rsplit_once('@') {
+                let dom = dom.trim_end_matches('.').to_ascii_lowercase();
+                if !dom.is_empty() {
+                    self.buf.clear();
+                    self.buf.push_str(prefix);
+                    self.buf.push('@');
+                    self.buf.push_str(last_labels(&dom, 2));
+                    self.flush();
+                }
+            }
+        }
+    }
+
+    /// Words of a text, lower-cased, with their bigrams.
+    fn words(&mut self, prefix: &str, text: &str) {
+        let mut prev: Option<u64> = None;
+        for raw in text.split(|c: char| !(c.is_alphanumeric() || "$'-._!@%/:&,".contains(c))) {
+            let w = raw.trim_start_matches(|c: char| !(c.is_alphanumeric() || c == '$'));
+            let w = w.trim_end_matches(|c: char| !(c.is_alphanumeric() || c == '!' || c == '%'));
+            if w.len() < self.opts.min_len {
+                continue;
+            }
+            self.buf.clear();
+            self.buf.push_str(prefix);
+            if w.len() > self.opts.max_len {
+                // Long words: URLs, encoded junk, hashes. Keep a hint of the start and the size.
+                self.buf.push_str("sk:");
+                for c in w.chars().take(7) {
+                    self.buf.extend(c.to_lowercase());
+                }
+                self.buf.push(':');
+                self.buf.push_str(&(w.len() / 10).to_string());
+            } else if w.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b',') && w.len() > 5 {
+                self.buf.push_str("N:");
+                self.buf.push_str(&w.len().to_string());
+            } else {
+                for c in w.chars() {
+                    self.buf.extend(c.to_lowercase());
+                }
+            }
+            let h = self.flush();
+            if self.opts.bigrams {
+                if let Some(p) = prev {
+                    let mut pair = [0u8; 16];
+                    pair[..8].copy_from_slice(&p.to_le_bytes());
+                    pair[8..].copy_from_slice(&h.to_le_bytes());
+                    let b = xxh3_64(&pair);
+                    self.hashes.push(b);
+                    if let Some(n) = &mut self.names {
+                        let first = n.get(&p).map_or("?", String::as_str);
+                        let text = format!("{first} + {}", self.buf);
+                        n.entry(b).or_insert(text);
+                    }
+                }
+                prev = Some(h);
+            }
+        }
+    }
+
+    /// Hosts of URLs written in plain text.
+    fn text_urls(&mut self, text: &str) {
+        for (i, _) in text.match_indices("://") {
+            let scheme_start = text[..i]
+                .char_indices()
+                .rev()
+                .find(|(_, c)| !c.is_ascii_alphabetic())
+                .map_or(0, |(p, c)| p + c.len_utf8());
+            let scheme = &text[scheme_start..i];
+            if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") {
+                self.url_host(&text[i + 3..]);
+            }
+        }
+    }
+
+    fn url_host(&mut self, rest: &str) {
+        let end = rest.find(|c: char| "/?#\"'<> \t\r\n:)]".contains(c)).unwrap_or(rest.len());
+        let host = &rest[..end.min(255)];
+        let host = host.rsplit_once('@').map_or(host, |(_, h)| h).trim_end_matches('.');
+        if host.is_empty() {
+            return;
+        }
+        let host = host.to_ascii_lowercase();
+        if ipv4_net(&host).is_some() || host.bytes().all(|b| b.is_ascii_digit()) {
+            self.emit2("u:", "IP");
+            return;
+        }
+        self.emit2("u:", last_labels(&host, 2));
+        self.emit2("uh:", &host);
+    }
+
+    /// Markup signals and link/image hosts of an HTML source.
+    fn markup(&mut self, html: &str) {
+        let bytes = html.as_bytes();
+        let mut i = 0;
+        while let Some(off) = memchr(b'<', &bytes[i..]) {
+            let start = i + off + 1;
+            let end = memchr(b'>', &bytes[start..]).map_or(bytes.len(), |e| start + e);
+            let tag = clip_to_boundary(html, start, (end - start).min(2048));
+            i = end.max(start);
+            if tag.starts_with("!--") {
+                self.emit2("html:", "comment");
+                continue;
+            }
+            let name_end = tag.find(|c: char| c.is_whitespace() || c == '/').unwrap_or(tag.len());
+            let name = tag[..name_end].to_ascii_lowercase();
+            if matches!(
+                name.as_str(),
+                "img" | "font" | "table" | "script" | "iframe" | "form" | "input" | "style" | "center" | "map" | "base"
+            ) {
+                self.emit2("html:", &name);
+            }
+            let lower = tag.to_ascii_lowercase();
+            for attr in ["href=", "src=", "action="] {
+                for (p, _) in lower.match_indices(attr) {
+                    let v = tag[p + attr.len()..].trim_start_matches(['"', '\'', ' ']);
+                    let lv = v.to_ascii_lowercase();
+                    if let Some(rest) = lv.strip_prefix("http://").or_else(|| lv.strip_prefix("https://")) {
+                        self.url_host(rest);
+                    } else if lv.starts_with("mailto:") {
+                        self.emit2("html:", "mailto");
+                    }
+                }
+            }
+            if lower.contains("color=") || lower.contains("color:") {
+                self.emit2("html:", "color");
+            }
+            if lower.contains("display:none") || lower.contains("visibility:hidden") {
+                self.emit2("html:", "hidden");
+            }
+        }
+    }
+}
+
+fn clip_to_boundary(s: &str, start: usize, len: usize) -> &str {
+    let mut end = (start + len).min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut st = start.min(end);
+    while !s.is_char_boundary(st) {
+        st += 1;
+    }
+    &s[st..end]
+}
+
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&b| b == needle)
+}
+
+/// `a.b.c.d` -> `a.b` when it is an IPv4 address.
+fn ipv4_net(w: &str) -> Option<String> {
+    let mut it = w.split('.');
+    let parts: Vec<&str> = it.by_ref().take(5).collect();
+    if parts.len() != 4 || !parts.iter().all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
+    }
+    Some(format!("{}.{}", parts[0], parts[1]))
+}
+
+/// The last `n` labels of a host name.
+fn last_labels(host: &str, n: usize) -> &str {
+    let mut count = 0;
+    for (i, b) in host.bytes().enumerate().rev() {
+        if b == b'.' {
+            count += 1;
+            if count == n {
+                return &host[i + 1..];
+            }
+        }
+    }
+    host
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_labels_and_nets() {
+        assert_eq!(last_labels("a.b.example.com", 2), "example.com");
+        assert_eq!(last_labels("com", 2), "com");
+        assert_eq!(ipv4_net("192.168.1.2").as_deref(), Some("192.168"));
+        assert_eq!(ipv4_net("192.168.1"), None);
+    }
+}
