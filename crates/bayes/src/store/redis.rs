@@ -1,1 +1,247 @@
-//! Redis store.
+//! The shared store: Redis, for several strainer hosts scoring with one model (as rspamd does).
+//!
+//! Layout under a key prefix (default `strainer:bayes`): hashes `:s` and `:h` (feature -> spam and
+//! ham counts), `:d` (feature -> day last learnt; every feature held has one), `:seen` (digest ->
+//! class and day) and `:totals` (`spam`, `ham`). Feature and digest fields are the raw 8 and 16
+//! bytes. Learning one message is one Lua script, so it is atomic per message (a batch is not);
+//! lookups read counts and totals in one MULTI so they come from one moment.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redis::{Commands, Connection, Script};
+
+use super::{Class, Error, Expired, Expiry, Item, Learned, Stats, Store, expiry_victims, today};
+use crate::model::{Counts, Totals};
+
+const LEARN: &str = r"
+local s, h, d, seen, tot = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local forget = ARGV[1] == '1'
+local day = ARGV[2]
+local digest = ARGV[3]
+local class = ARGV[4]
+local prev = redis.call('HGET', seen, digest)
+local prevc = nil
+if prev then prevc = string.sub(prev, 1, 1) end
+local remove, add, outcome = nil, nil, nil
+if not forget then
+  if prevc == class then return 'already' end
+  if prevc then remove = prevc; outcome = 'relearned' else outcome = 'learned' end
+  add = class
+else
+  if not prevc then return 'unchanged' end
+  remove = prevc; outcome = 'forgotten'
+end
+local function key(c) if c == 's' then return s else return h end end
+local function total(c) if c == 's' then return 'spam' else return 'ham' end end
+if remove then
+  local k = key(remove)
+  local other = h
+  if remove == 'h' then other = s end
+  if tonumber(redis.call('HINCRBY', tot, total(remove), -1)) < 0 then redis.call('HSET', tot, total(remove), 0) end
+  for i = 5, #ARGV do
+    if tonumber(redis.call('HINCRBY', k, ARGV[i], -1)) <= 0 then
+      redis.call('HDEL', k, ARGV[i])
+      if redis.call('HEXISTS', other, ARGV[i]) == 0 then redis.call('HDEL', d, ARGV[i]) end
+    end
+  end
+end
+if add then
+  local k = key(add)
+  redis.call('HINCRBY', tot, total(add), 1)
+  for i = 5, #ARGV do
+    redis.call('HINCRBY', k, ARGV[i], 1)
+    redis.call('HSET', d, ARGV[i], day)
+  end
+  redis.call('HSET', seen, digest, add .. day)
+else
+  redis.call('HDEL', seen, digest)
+end
+return outcome
+";
+
+/// A Redis token store.
+pub struct Redis {
+    client: redis::Client,
+    prefix: String,
+    timeout: Duration,
+    idle: Mutex<Vec<Connection>>,
+    script: Script,
+}
+
+impl Redis {
+    /// Connects to `url` (`redis://127.0.0.1:6379/0`) with keys under `prefix`; checks the server
+    /// answers within `timeout`.
+    pub fn open(url: &str, prefix: &str, timeout: Duration) -> Result<Redis, Error> {
+        let client = redis::Client::open(url)?;
+        let r = Redis {
+            client,
+            prefix: prefix.to_string(),
+            timeout,
+            idle: Mutex::new(Vec::new()),
+            script: Script::new(LEARN),
+        };
+        r.with(|c| redis::cmd("PING").query::<String>(c))?;
+        Ok(r)
+    }
+
+    fn key(&self, k: &str) -> String {
+        format!("{}:{k}", self.prefix)
+    }
+
+    /// Runs `f` on a pooled connection; a connection that failed is dropped, not reused.
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>) -> Result<T, Error> {
+        let pooled = self.idle.lock().ok().and_then(|mut v| v.pop());
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = self.client.get_connection_with_timeout(self.timeout)?;
+                c.set_read_timeout(Some(self.timeout))?;
+                c.set_write_timeout(Some(self.timeout))?;
+                c
+            }
+        };
+        let out = f(&mut conn)?;
+        if let Ok(mut v) = self.idle.lock() {
+            if v.len() < 16 {
+                v.push(conn);
+            }
+        }
+        Ok(out)
+    }
+
+    fn totals_of(v: (Option<u64>, Option<u64>)) -> Totals {
+        Totals { spam: v.0.unwrap_or(0), ham: v.1.unwrap_or(0) }
+    }
+}
+
+impl Store for Redis {
+    fn lookup(&self, hashes: &[u64], out: &mut Vec<Counts>) -> Result<Totals, Error> {
+        out.clear();
+        let fields: Vec<Vec<u8>> = hashes.iter().map(|h| h.to_be_bytes().to_vec()).collect();
+        let (s, h, tot): (Vec<Option<u32>>, Vec<Option<u32>>, (Option<u64>, Option<u64>)) = self.with(|c| {
+            let mut p = redis::pipe();
+            p.atomic();
+            if fields.is_empty() {
+                p.cmd("ECHO").arg(Vec::<u8>::new()).ignore();
+                p.cmd("ECHO").arg(Vec::<u8>::new()).ignore();
+                p.hget(self.key("totals"), &["spam", "ham"]);
+                let (tot,): ((Option<u64>, Option<u64>),) = p.query(c)?;
+                return Ok((Vec::new(), Vec::new(), tot));
+            }
+            p.cmd("HMGET").arg(self.key("s")).arg(&fields);
+            p.cmd("HMGET").arg(self.key("h")).arg(&fields);
+            p.hget(self.key("totals"), &["spam", "ham"]);
+            p.query(c)
+        })?;
+        out.extend(s.iter().zip(&h).map(|(s, h)| Counts { spam: s.unwrap_or(0), ham: h.unwrap_or(0) }));
+        Ok(Redis::totals_of(tot))
+    }
+
+    fn learn(&self, items: &[Item], forget: bool) -> Result<Vec<Learned>, Error> {
+        let day = today().to_string();
+        let keys = [self.key("s"), self.key("h"), self.key("d"), self.key("seen"), self.key("totals")];
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let class = if item.class == Class::Spam { "s" } else { "h" };
+            let r: String = self.with(|c| {
+                let mut inv = self.script.prepare_invoke();
+                for k in &keys {
+                    inv.key(k);
+                }
+                inv.arg(if forget { "1" } else { "0" }).arg(&day).arg(&item.digest.0[..]).arg(class);
+                for h in &item.hashes {
+                    inv.arg(&h.to_be_bytes()[..]);
+                }
+                inv.invoke(c)
+            })?;
+            out.push(match r.as_str() {
+                "learned" => Learned::Learned,
+                "already" => Learned::Already,
+                "relearned" => Learned::Relearned,
+                "forgotten" => Learned::Forgotten,
+                _ => Learned::Unchanged,
+            });
+        }
+        Ok(out)
+    }
+
+    fn stats(&self) -> Result<Stats, Error> {
+        self.with(|c| {
+            let tot: (Option<u64>, Option<u64>) = c.hget(self.key("totals"), &["spam", "ham"])?;
+            let tokens: u64 = c.hlen(self.key("d"))?;
+            let seen: u64 = c.hlen(self.key("seen"))?;
+            let mut bytes = 0u64;
+            for k in ["s", "h", "d", "seen", "totals"] {
+                let b: Option<u64> = redis::cmd("MEMORY").arg("USAGE").arg(self.key(k)).query(c).unwrap_or(None);
+                bytes += b.unwrap_or(0);
+            }
+            let mut singletons = 0u64;
+            let mut days: Option<(u32, u32)> = None;
+            let mut spam: std::collections::HashMap<Vec<u8>, u32> = std::collections::HashMap::new();
+            for (f, v) in c.hscan::<_, (Vec<u8>, u32)>(self.key("s"))? {
+                spam.insert(f, v);
+            }
+            let mut ham: std::collections::HashMap<Vec<u8>, u32> = std::collections::HashMap::new();
+            for (f, v) in c.hscan::<_, (Vec<u8>, u32)>(self.key("h"))? {
+                ham.insert(f, v);
+            }
+            for (f, day) in c.hscan::<_, (Vec<u8>, u32)>(self.key("d"))? {
+                if spam.get(&f).copied().unwrap_or(0) + ham.get(&f).copied().unwrap_or(0) == 1 {
+                    singletons += 1;
+                }
+                days = Some(days.map_or((day, day), |(lo, hi)| (lo.min(day), hi.max(day))));
+            }
+            Ok(Stats { totals: Redis::totals_of(tot), tokens, singletons, seen, bytes, days })
+        })
+    }
+
+    fn expire(&self, limits: &Expiry) -> Result<Expired, Error> {
+        self.with(|c| {
+            let mut done = Expired::default();
+            let tokens: u64 = c.hlen(self.key("d"))?;
+            if tokens > limits.max_tokens {
+                let mut counts: std::collections::HashMap<Vec<u8>, u32> = std::collections::HashMap::new();
+                for k in ["s", "h"] {
+                    for (f, v) in c.hscan::<_, (Vec<u8>, u32)>(self.key(k))? {
+                        *counts.entry(f).or_default() += v;
+                    }
+                }
+                let mut ranked = Vec::new();
+                let mut names = Vec::new();
+                for (f, day) in c.hscan::<_, (Vec<u8>, u32)>(self.key("d"))? {
+                    let n = f64::from(counts.get(&f).copied().unwrap_or(0).max(1));
+                    ranked.push((f64::from(day) + 14.0 * n.ln(), names.len()));
+                    names.push(f);
+                }
+                let victims = expiry_victims(ranked, limits.max_tokens * 3 / 4);
+                for chunk in victims.chunks(1000) {
+                    let fields: Vec<&Vec<u8>> = chunk.iter().map(|&i| &names[i]).collect();
+                    let mut p = redis::pipe();
+                    p.atomic();
+                    for k in ["s", "h", "d"] {
+                        p.cmd("HDEL").arg(self.key(k)).arg(&fields).ignore();
+                    }
+                    p.query::<()>(c)?;
+                    done.tokens += chunk.len() as u64;
+                }
+            }
+            let seen: u64 = c.hlen(self.key("seen"))?;
+            if seen > limits.max_seen {
+                let mut ranked = Vec::new();
+                let mut names = Vec::new();
+                for (f, v) in c.hscan::<_, (Vec<u8>, Vec<u8>)>(self.key("seen"))? {
+                    let day: u32 = std::str::from_utf8(v.get(1..).unwrap_or_default()).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+                    ranked.push((f64::from(day), names.len()));
+                    names.push(f);
+                }
+                for chunk in expiry_victims(ranked, limits.max_seen * 3 / 4).chunks(1000) {
+                    let fields: Vec<&Vec<u8>> = chunk.iter().map(|&i| &names[i]).collect();
+                    let _: () = redis::cmd("HDEL").arg(self.key("seen")).arg(&fields).query(c)?;
+                    done.seen += chunk.len() as u64;
+                }
+            }
+            Ok(done)
+        })
+    }
+}

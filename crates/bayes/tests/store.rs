@@ -1,0 +1,176 @@
+//! One contract, three stores: the same cases run on Memory, LMDB and (with STRAINER_REDIS set to a
+//! URL of a scratch server, as scripts/test.sh does) Redis.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use strainer_bayes::store::{Item, Memory, lmdb::Lmdb, redis::Redis};
+use strainer_bayes::{Class, Counts, Digest, Expiry, Learned, Store, Totals};
+
+fn item(n: u8, class: Class, hashes: &[u64]) -> Item {
+    Item { digest: Digest([n; 16]), class, hashes: hashes.to_vec() }
+}
+
+fn counts(s: &dyn Store, hashes: &[u64]) -> (Vec<Counts>, Totals) {
+    let mut out = Vec::new();
+    let t = s.lookup(hashes, &mut out).unwrap();
+    (out, t)
+}
+
+fn contract(s: &dyn Store) {
+    let a = item(1, Class::Spam, &[1, 2, 3]);
+    let b = item(2, Class::Ham, &[3, 4]);
+    assert_eq!(s.learn(&[a.clone(), b.clone()], false).unwrap(), vec![Learned::Learned, Learned::Learned]);
+    let (c, t) = counts(s, &[1, 3, 4, 9]);
+    assert_eq!(t, Totals { spam: 1, ham: 1 });
+    assert_eq!(c, vec![
+        Counts { spam: 1, ham: 0 },
+        Counts { spam: 1, ham: 1 },
+        Counts { spam: 0, ham: 1 },
+        Counts::default()
+    ]);
+    // Learnt twice counts once.
+    assert_eq!(s.learn(std::slice::from_ref(&a), false).unwrap(), vec![Learned::Already]);
+    assert_eq!(counts(s, &[1]).0[0], Counts { spam: 1, ham: 0 });
+    // The other class moves it.
+    let a_ham = Item { class: Class::Ham, ..a.clone() };
+    assert_eq!(s.learn(std::slice::from_ref(&a_ham), false).unwrap(), vec![Learned::Relearned]);
+    let (c, t) = counts(s, &[1, 3]);
+    assert_eq!(t, Totals { spam: 0, ham: 2 });
+    assert_eq!(c, vec![Counts { spam: 0, ham: 1 }, Counts { spam: 0, ham: 2 }]);
+    // Forgetting takes back exactly that; forgetting again changes nothing.
+    assert_eq!(s.learn(std::slice::from_ref(&a_ham), true).unwrap(), vec![Learned::Forgotten]);
+    assert_eq!(s.learn(std::slice::from_ref(&a_ham), true).unwrap(), vec![Learned::Unchanged]);
+    let (c, t) = counts(s, &[1, 3, 4]);
+    assert_eq!(t, Totals { spam: 0, ham: 1 });
+    assert_eq!(c, vec![Counts::default(), Counts { spam: 0, ham: 1 }, Counts { spam: 0, ham: 1 }]);
+    let st = s.stats().unwrap();
+    assert_eq!(st.tokens, 2, "{st:?}");
+    assert_eq!(st.seen, 1);
+    // The same message twice in one batch counts once.
+    let c1 = item(3, Class::Spam, &[7]);
+    assert_eq!(s.learn(&[c1.clone(), c1], false).unwrap(), vec![Learned::Learned, Learned::Already]);
+    assert_eq!(counts(s, &[7]).0[0], Counts { spam: 1, ham: 0 });
+    // Empty lookups work.
+    assert_eq!(counts(s, &[]).1, Totals { spam: 1, ham: 1 });
+}
+
+fn cap(s: &dyn Store) {
+    // 200 singletons learnt long ago would be expired first... all learnt today here, so the
+    // frequent features (in every message) must survive and the count must land at 3/4 of the cap.
+    let items: Vec<Item> = (0..50u8)
+        .map(|i| item(i, if i % 2 == 0 { Class::Spam } else { Class::Ham }, &[1000, 1001, u64::from(i) * 10 + 1, u64::from(i) * 10 + 2]))
+        .collect();
+    s.learn(&items, false).unwrap();
+    assert_eq!(s.stats().unwrap().tokens, 102);
+    let done = s.expire(&Expiry { max_tokens: 40, max_seen: 20 }).unwrap();
+    assert_eq!(done.tokens, 72);
+    assert_eq!(done.seen, 35);
+    let st = s.stats().unwrap();
+    assert_eq!((st.tokens, st.seen), (30, 15));
+    let (c, _) = counts(s, &[1000, 1001]);
+    assert_eq!(c, vec![Counts { spam: 25, ham: 25 }; 2], "frequent features survive");
+    // Under the cap, nothing happens.
+    assert_eq!(s.expire(&Expiry { max_tokens: 40, max_seen: 20 }).unwrap().tokens, 0);
+}
+
+#[test]
+fn memory_contract() {
+    contract(&Memory::new());
+    cap(&Memory::new());
+}
+
+#[test]
+fn lmdb_contract() {
+    let d = tempfile::tempdir().unwrap();
+    contract(&Lmdb::open(&d.path().join("a"), 1 << 24).unwrap());
+    cap(&Lmdb::open(&d.path().join("b"), 1 << 24).unwrap());
+}
+
+#[test]
+fn lmdb_reopens_with_its_data() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("s");
+    {
+        let s = Lmdb::open(&p, 1 << 24).unwrap();
+        s.learn(&[item(1, Class::Spam, &[5])], false).unwrap();
+    }
+    let s = Lmdb::open(&p, 1 << 24).unwrap();
+    assert_eq!(counts(&s, &[5]).1, Totals { spam: 1, ham: 0 });
+}
+
+#[test]
+fn lmdb_map_full_is_an_error_not_a_crash() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Lmdb::open(&d.path().join("s"), 1 << 16).unwrap();
+    let items: Vec<Item> = (0..200u8).map(|i| item(i, Class::Spam, &(0..500).map(|k| u64::from(i) * 1000 + k).collect::<Vec<_>>())).collect();
+    let err = s.learn(&items, false).unwrap_err().to_string();
+    assert!(err.contains("map_size"), "{err}");
+    // Still readable.
+    assert_eq!(counts(&s, &[1]).1, Totals::default());
+}
+
+fn redis_url() -> Option<String> {
+    std::env::var("STRAINER_REDIS").ok()
+}
+
+fn redis_store(prefix: &str) -> Redis {
+    let url = redis_url().unwrap();
+    let r = Redis::open(&url, prefix, Duration::from_secs(2)).unwrap();
+    let c = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = c.get_connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:*")).query(&mut conn).unwrap();
+    for k in keys {
+        let _: () = redis::cmd("DEL").arg(k).query(&mut conn).unwrap();
+    }
+    r
+}
+
+#[test]
+#[ignore = "needs a Redis server: STRAINER_REDIS=redis://127.0.0.1:6390/"]
+fn redis_contract() {
+    contract(&redis_store("strainer-test-a"));
+    cap(&redis_store("strainer-test-b"));
+}
+
+#[test]
+fn redis_down_is_an_error() {
+    let e = Redis::open("redis://127.0.0.1:1/", "x", Duration::from_millis(500)).err().unwrap();
+    assert!(e.to_string().contains("redis"), "{e}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Learning a batch then forgetting it returns every count to what it was.
+    #[test]
+    fn learn_then_forget_restores(
+        base in prop::collection::vec((any::<bool>(), prop::collection::btree_set(0u64..40, 0..12)), 0..8),
+        extra in prop::collection::vec((any::<bool>(), prop::collection::btree_set(0u64..40, 0..12)), 1..8),
+    ) {
+        let d = tempfile::tempdir().unwrap();
+        let lmdb = Lmdb::open(&d.path().join("s"), 1 << 24).unwrap();
+        let mem = Memory::new();
+        for s in [&lmdb as &dyn Store, &mem] {
+            let mk = |off: usize, v: &[(bool, std::collections::BTreeSet<u64>)]| -> Vec<Item> {
+                v.iter().enumerate().map(|(i, (spam, hs))| Item {
+                    digest: Digest([(i + off) as u8; 16]),
+                    class: if *spam { Class::Spam } else { Class::Ham },
+                    hashes: hs.iter().copied().collect(),
+                }).collect()
+            };
+            s.learn(&mk(0, &base), false).unwrap();
+            let all: Vec<u64> = (0..40).collect();
+            let before = counts(s, &all);
+            let more = mk(100, &extra);
+            s.learn(&more, false).unwrap();
+            // Learning again is idempotent.
+            let mid = counts(s, &all);
+            s.learn(&more, false).unwrap();
+            prop_assert_eq!(&counts(s, &all), &mid);
+            s.learn(&more, true).unwrap();
+            prop_assert_eq!(counts(s, &all), before);
+        }
+    }
+}
