@@ -93,7 +93,11 @@ fn metrics(scores: &[(f64, bool)], threshold: f64) -> Metrics {
         let mut j = i;
         let (mut h, mut s) = (0f64, 0f64);
         while j < all.len() && all[j].0 == all[i].0 {
-            if all[j].1 { s += 1.0 } else { h += 1.0 }
+            if all[j].1 {
+                s += 1.0
+            } else {
+                h += 1.0
+            }
             j += 1;
         }
         wins += s * (hams_below + 0.5 * h);
@@ -118,10 +122,15 @@ fn rand_suffix() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
 }
 
+/// Whether message i is in the training part.
+type Split<'a> = Box<dyn Fn(usize) -> Option<bool> + 'a>;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let store_kind = args.iter().position(|a| a == "--store").and_then(|i| args.get(i + 1)).cloned().unwrap_or_default();
-    let root = std::env::var_os("STRAINER_CORPUS").map_or_else(|| PathBuf::from("benches/corpus/package/data"), PathBuf::from);
+    let store_kind =
+        args.iter().position(|a| a == "--store").and_then(|i| args.get(i + 1)).cloned().unwrap_or_default();
+    let root =
+        std::env::var_os("STRAINER_CORPUS").map_or_else(|| PathBuf::from("benches/corpus/package/data"), PathBuf::from);
     let msgs = load(&root);
     if msgs.is_empty() {
         eprintln!("no corpus under {}: run benches/fetch-corpus.sh", root.display());
@@ -161,8 +170,8 @@ fn main() {
     );
     let tmp = tempfile::tempdir().unwrap();
     let ranks = half_ranks(&msgs);
-    let splits: Vec<(String, Box<dyn Fn(usize) -> Option<bool>>)> = vec![
-        ("half fold 1".into(), Box::new(|i: usize| Some(ranks[i] % 2 == 0))),
+    let splits: Vec<(String, Split)> = vec![
+        ("half fold 1".into(), Box::new(|i: usize| Some(ranks[i].is_multiple_of(2)))),
         ("half fold 2".into(), Box::new(|i: usize| Some(ranks[i] % 2 == 1))),
         (
             "time".into(),
@@ -216,14 +225,36 @@ fn main() {
         if std::env::var_os("BAYES_DUMP").is_some() {
             let mut order: Vec<usize> = (0..scores.len()).collect();
             order.sort_by(|&a, &b| scores[a].0.total_cmp(&scores[b].0));
-            let worst_ham: Vec<_> = order.iter().rev().filter(|&&k| !scores[k].1).take(5).map(|&k| (scores[k].0, &msgs[names[k]].name, &msgs[names[k]].folder)).collect();
-            let worst_spam: Vec<_> = order.iter().filter(|&&k| scores[k].1).take(5).map(|&k| (scores[k].0, &msgs[names[k]].name, &msgs[names[k]].folder)).collect();
+            let worst_ham: Vec<_> = order
+                .iter()
+                .rev()
+                .filter(|&&k| !scores[k].1)
+                .take(5)
+                .map(|&k| (scores[k].0, &msgs[names[k]].name, &msgs[names[k]].folder))
+                .collect();
+            let worst_spam: Vec<_> = order
+                .iter()
+                .filter(|&&k| scores[k].1)
+                .take(5)
+                .map(|&k| (scores[k].0, &msgs[names[k]].name, &msgs[names[k]].folder))
+                .collect();
             println!("  worst hams: {worst_ham:?}");
             let bayes = strainer_bayes::Bayes { store: &*store, options: opts.clone(), params };
-            for &k in order.iter().rev().filter(|&&k| !scores[k].1).take(2).chain(order.iter().filter(|&&k| scores[k].1).take(2)) {
+            for &k in order
+                .iter()
+                .rev()
+                .filter(|&&k| !scores[k].1)
+                .take(2)
+                .chain(order.iter().filter(|&&k| scores[k].1).take(2))
+            {
                 let view = strainer_mime::analyze(&msgs[names[k]].raw, &limits);
                 let c = bayes.classify(&view, 20).unwrap();
-                println!("  {} {:.1}: {:?}", msgs[names[k]].name, c.score.log_odds, c.explain.iter().map(|(n, f, c)| format!("{n}={f:.3}({}/{})", c.spam, c.ham)).collect::<Vec<_>>());
+                println!(
+                    "  {} {:.1}: {:?}",
+                    msgs[names[k]].name,
+                    c.score.log_odds,
+                    c.explain.iter().map(|(n, f, c)| format!("{n}={f:.3}({}/{})", c.spam, c.ham)).collect::<Vec<_>>()
+                );
             }
             println!("  worst spams: {worst_spam:?}");
             let mut s = scores.clone();

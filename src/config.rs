@@ -26,6 +26,8 @@ pub struct Config {
     pub rules: crate::scanners::RulesConfig,
     /// Virus scanning with clamd.
     pub clamav: strainer_clamav::Config,
+    /// The Bayesian token scorer.
+    pub bayes: crate::bayes::BayesConfig,
     /// Where held messages go.
     pub quarantine: QuarantineConfig,
     /// Scores, thresholds and actions.
@@ -271,6 +273,26 @@ impl Config {
         }
         if s.max_sessions == 0 {
             return err("server", "max_sessions", "must be at least 1".into());
+        }
+        let b = &self.bayes;
+        if !(b.threshold > 0.0 && b.threshold.is_finite()) {
+            return err("bayes", "threshold", "must be a positive log-odds (the default is 1.5)".into());
+        }
+        if b.map_size_mb < 16 {
+            return err("bayes", "map_size_mb", "must be at least 16 (MiB)".into());
+        }
+        if b.max_tokens < 10_000 {
+            return err(
+                "bayes",
+                "max_tokens",
+                "must be at least 10000; a useful model holds a few hundred thousand".into(),
+            );
+        }
+        if b.min_points > 0.0 || b.max_points < 0.0 {
+            return err("bayes", "max_points", "min_points must be <= 0 <= max_points".into());
+        }
+        if b.backend == crate::bayes::Backend::Redis && redis::parse_redis_url(&b.redis_url).is_none() {
+            return err("bayes", "redis_url", "must be a redis:// URL, e.g. redis://127.0.0.1:6379/0".into());
         }
         if s.max_recipients == 0 {
             return err("server", "max_recipients", "must be at least 1".into());

@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod antivirus;
+pub mod bayes;
 pub mod config;
 pub mod decide;
 pub mod filter;
@@ -18,6 +19,7 @@ pub mod scan_cmd;
 pub mod scanners;
 pub mod selftest;
 pub mod server;
+pub mod train_cmd;
 
 use std::future::Future;
 use std::sync::Arc;

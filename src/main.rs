@@ -89,6 +89,31 @@ enum Cmd {
         #[command(subcommand)]
         command: QuarantineCmd,
     },
+    /// Teach the Bayes scorer: every message under each path (a message file, an mbox, a
+    /// Maildir or a directory) is learnt once as spam or ham; learning again counts once.
+    Train {
+        /// Spam: files, mboxes, Maildirs or directories.
+        #[arg(long, num_args = 1.., value_name = "PATH")]
+        spam: Vec<PathBuf>,
+        /// Ham: files, mboxes, Maildirs or directories.
+        #[arg(long, num_args = 1.., value_name = "PATH")]
+        ham: Vec<PathBuf>,
+        /// Unlearn these messages instead (they must be given as the class they were learnt as
+        /// or the other; either way what was learnt is taken back).
+        #[arg(long)]
+        forget: bool,
+        /// Configuration file (its [bayes] section); without it the embedded defaults are used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// The Bayes store: counts, size, expiry.
+    Bayes {
+        /// Configuration file; without it the embedded defaults are used.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: BayesCmd,
+    },
     /// Work with rule maps.
     Rules {
         #[command(subcommand)]
@@ -149,6 +174,18 @@ enum QuarantineCmd {
 }
 
 #[derive(Subcommand)]
+enum BayesCmd {
+    /// Messages learnt, features held, size on disk.
+    Stats {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply the size cap now (training does it by itself when over the cap).
+    Expire,
+}
+
+#[derive(Subcommand)]
 enum RulesCmd {
     /// Look INPUT up in a Postfix regexp table, as `postmap -q` does: prints the action and exits 0,
     /// or exits 1 when no rule matches.
@@ -182,9 +219,14 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     }
 }
 
+/// The folder relative paths in a config file are taken from.
+fn base_of(path: Option<&PathBuf>) -> PathBuf {
+    path.and_then(|p| p.parent()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."))
+}
+
 /// Compiles the scanners; relative rule paths are taken from the config file's folder.
 fn compile(config: &Config, path: Option<&PathBuf>) -> anyhow::Result<Local> {
-    let base = path.and_then(|p| p.parent()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let base = base_of(path);
     let origin = path.map_or("<default config>".to_string(), |p| p.display().to_string());
     Local::compile(config, &base).with_context(|| origin)
 }
@@ -290,6 +332,57 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .build()
                 .context("cannot start the async runtime")?;
             rt.block_on(serve(config, local, path))
+        }
+        Cmd::Train { spam, ham, forget, config: path } => {
+            if spam.is_empty() && ham.is_empty() {
+                anyhow::bail!("nothing to learn: give --spam PATH... and/or --ham PATH...");
+            }
+            let config = load(path.as_ref())?;
+            let store = config.bayes.open(&base_of(path.as_ref()))?;
+            let started = std::time::Instant::now();
+            let (s, h) = strainer::train_cmd::train(&config, &*store, &spam, &ham, forget)?;
+            let expired = store.expire(&config.bayes.expiry())?;
+            let secs = started.elapsed().as_secs_f64();
+            let n = s.learned
+                + s.already
+                + s.relearned
+                + s.forgotten
+                + s.unchanged
+                + h.learned
+                + h.already
+                + h.relearned
+                + h.forgotten
+                + h.unchanged;
+            println!("{}", strainer::train_cmd::summary_line("spam", &s, forget));
+            println!("{}", strainer::train_cmd::summary_line("ham", &h, forget));
+            println!("{n} messages in {secs:.1} s ({:.0}/s)", n as f64 / secs.max(1e-3));
+            if expired.tokens > 0 || expired.seen > 0 {
+                println!(
+                    "expired {} features and {} digests (bayes.max_tokens, bayes.max_seen)",
+                    expired.tokens, expired.seen
+                );
+            }
+            strainer::train_cmd::print_stats(&*store, &config, false)?;
+            let bad: Vec<&String> = s.unreadable.iter().chain(&h.unreadable).collect();
+            if !bad.is_empty() {
+                for b in bad.iter().take(10) {
+                    eprintln!("unreadable: {b}");
+                }
+                anyhow::bail!("{} files could not be read (listed above); the rest were learnt", bad.len());
+            }
+            Ok(())
+        }
+        Cmd::Bayes { config: path, command } => {
+            let config = load(path.as_ref())?;
+            let store = config.bayes.open(&base_of(path.as_ref()))?;
+            match command {
+                BayesCmd::Stats { json } => strainer::train_cmd::print_stats(&*store, &config, json),
+                BayesCmd::Expire => {
+                    let e = store.expire(&config.bayes.expiry())?;
+                    println!("expired {} features and {} digests", e.tokens, e.seen);
+                    strainer::train_cmd::print_stats(&*store, &config, false)
+                }
+            }
         }
         Cmd::Config { command: ConfigCmd::Check { file } } => {
             let config = Config::load(&file)?;

@@ -83,7 +83,7 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// Rule map hits in order: headers, MIME headers, body.
     pub hits: Vec<RuleHit>,
-    /// Time spent per scanner: `mime`, `banned`, `rules`.
+    /// Time spent per scanner: `mime`, `banned`, `rules`, `bayes`.
     #[serde(skip)]
     pub timings: Vec<(&'static str, std::time::Duration)>,
 }
@@ -96,6 +96,7 @@ pub struct Local {
     mime_header: Vec<Table>,
     body: Vec<Table>,
     body_limit: usize,
+    bayes: Option<crate::bayes::Scanner>,
 }
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {
@@ -146,6 +147,7 @@ impl Local {
             mime_header: load_tables(base, &r.mime_header_checks, "mime_header_checks")?,
             body: load_tables(base, &r.body_checks, "body_checks")?,
             body_limit: r.body_checks_size_limit,
+            bayes: config.bayes.enabled.then(|| crate::bayes::Scanner::new(&config.bayes, base)),
         })
     }
 
@@ -241,6 +243,10 @@ impl Local {
             }
         }
         lap("rules");
+        if let Some(b) = &self.bayes {
+            findings.push(b.finding(&view));
+            lap("bayes");
+        }
         Report { view, findings, hits, timings }
     }
 }

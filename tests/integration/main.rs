@@ -2,6 +2,7 @@
 //! and an in-process SMTP sink (playing the re-injection smtpd).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod bayes;
 mod clamav;
 #[path = "../fixtures/mod.rs"]
 mod fixtures;

@@ -106,6 +106,10 @@ pub fn test_config(relay: SocketAddr) -> Config {
     // Each test its own quarantine, never /var/lib.
     let q = std::env::temp_dir().join(format!("strainer-test-q-{}-{}", std::process::id(), strainer_receive::new_id()));
     c.quarantine.dir = q;
+    // Bayes only where a test turns it on, with its own store.
+    c.bayes.enabled = false;
+    c.bayes.path =
+        std::env::temp_dir().join(format!("strainer-test-b-{}-{}", std::process::id(), strainer_receive::new_id()));
     c
 }
 

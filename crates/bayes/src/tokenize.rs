@@ -96,10 +96,10 @@ pub fn tokenize(view: &View, opts: &Options, explain: bool) -> Tokens {
             t.emit2("mp:", &part.content_type);
         }
         for name in &part.names {
-            if let Some((_, ext)) = name.rsplit_once('.') {
-                if ext.len() <= 8 {
-                    t.emit2("ext:", &ext.to_ascii_lowercase());
-                }
+            if let Some((_, ext)) = name.rsplit_once('.')
+                && ext.len() <= 8
+            {
+                t.emit2("ext:", &ext.to_ascii_lowercase());
             }
         }
         if let Some(k) = part.sniffed {

@@ -24,12 +24,10 @@ fn contract(s: &dyn Store) {
     assert_eq!(s.learn(&[a.clone(), b.clone()], false).unwrap(), vec![Learned::Learned, Learned::Learned]);
     let (c, t) = counts(s, &[1, 3, 4, 9]);
     assert_eq!(t, Totals { spam: 1, ham: 1 });
-    assert_eq!(c, vec![
-        Counts { spam: 1, ham: 0 },
-        Counts { spam: 1, ham: 1 },
-        Counts { spam: 0, ham: 1 },
-        Counts::default()
-    ]);
+    assert_eq!(
+        c,
+        vec![Counts { spam: 1, ham: 0 }, Counts { spam: 1, ham: 1 }, Counts { spam: 0, ham: 1 }, Counts::default()]
+    );
     // Learnt twice counts once.
     assert_eq!(s.learn(std::slice::from_ref(&a), false).unwrap(), vec![Learned::Already]);
     assert_eq!(counts(s, &[1]).0[0], Counts { spam: 1, ham: 0 });
@@ -60,7 +58,13 @@ fn cap(s: &dyn Store) {
     // 200 singletons learnt long ago would be expired first... all learnt today here, so the
     // frequent features (in every message) must survive and the count must land at 3/4 of the cap.
     let items: Vec<Item> = (0..50u8)
-        .map(|i| item(i, if i % 2 == 0 { Class::Spam } else { Class::Ham }, &[1000, 1001, u64::from(i) * 10 + 1, u64::from(i) * 10 + 2]))
+        .map(|i| {
+            item(
+                i,
+                if i % 2 == 0 { Class::Spam } else { Class::Ham },
+                &[1000, 1001, u64::from(i) * 10 + 1, u64::from(i) * 10 + 2],
+            )
+        })
         .collect();
     s.learn(&items, false).unwrap();
     assert_eq!(s.stats().unwrap().tokens, 102);
@@ -104,7 +108,9 @@ fn lmdb_reopens_with_its_data() {
 fn lmdb_map_full_is_an_error_not_a_crash() {
     let d = tempfile::tempdir().unwrap();
     let s = Lmdb::open(&d.path().join("s"), 1 << 16).unwrap();
-    let items: Vec<Item> = (0..200u8).map(|i| item(i, Class::Spam, &(0..500).map(|k| u64::from(i) * 1000 + k).collect::<Vec<_>>())).collect();
+    let items: Vec<Item> = (0..200u8)
+        .map(|i| item(i, Class::Spam, &(0..500).map(|k| u64::from(i) * 1000 + k).collect::<Vec<_>>()))
+        .collect();
     let err = s.learn(&items, false).unwrap_err().to_string();
     assert!(err.contains("map_size"), "{err}");
     // Still readable.

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 
 use heed::types::Bytes;
 use heed::{Database, Env, EnvOpenOptions, RoTxn};
@@ -16,8 +17,22 @@ use super::{Error, Expired, Expiry, Item, Learned, Record, Stats, Store, apply, 
 use crate::model::{Counts, Totals};
 use crate::store::Class;
 
-/// An LMDB token store.
-pub struct Lmdb {
+/// An LMDB token store (cheap to clone: clones share the environment).
+#[derive(Clone)]
+pub struct Lmdb(Arc<Inner>);
+
+/// Opened environments by canonical path: LMDB must not be opened twice by one process.
+static OPEN: Mutex<Option<HashMap<PathBuf, Weak<Inner>>>> = Mutex::new(None);
+
+impl std::ops::Deref for Lmdb {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// The open environment and its databases.
+pub struct Inner {
     env: Env,
     path: PathBuf,
     tokens: Database<Bytes, Bytes>,
@@ -33,13 +48,29 @@ impl Lmdb {
     /// Opens (creating when missing) the store in directory `path`, reserving `map_size` bytes of
     /// address space (the most the file may grow to).
     pub fn open(path: &Path, map_size: usize) -> Result<Lmdb, Error> {
+        let io = |source| Error::Io { path: path.display().to_string(), source };
+        std::fs::create_dir_all(path).map_err(io)?;
+        let canon = std::fs::canonicalize(path).map_err(io)?;
+        let mut open = OPEN.lock().map_err(|_| Error::Other("store registry poisoned".into()))?;
+        let open = open.get_or_insert_with(HashMap::new);
+        if let Some(inner) = open.get(&canon).and_then(Weak::upgrade) {
+            return Ok(Lmdb(inner));
+        }
+        let inner = Arc::new(Inner::open(&canon, map_size)?);
+        open.retain(|_, w| w.strong_count() > 0);
+        open.insert(canon, Arc::downgrade(&inner));
+        Ok(Lmdb(inner))
+    }
+}
+
+impl Inner {
+    fn open(path: &Path, map_size: usize) -> Result<Inner, Error> {
         let err = |source| Error::Lmdb { path: path.display().to_string(), source };
-        std::fs::create_dir_all(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
         let mut opts = EnvOpenOptions::new();
         opts.map_size(map_size).max_dbs(4).max_readers(254);
         // SAFETY: heed marks opening unsafe because LMDB's memory map must not be changed behind
         // its back: the directory is ours (only strainer processes open it, always through LMDB),
-        // and heed returns the already open environment when a process opens the same path twice.
+        // and `Lmdb::open` hands out the environment already open when a process asks twice.
         #[allow(unsafe_code)]
         let env = unsafe { opts.open(path) }.map_err(err)?;
         let mut wtxn = env.write_txn().map_err(err)?;
@@ -59,7 +90,7 @@ impl Lmdb {
             }
         }
         wtxn.commit().map_err(err)?;
-        Ok(Lmdb { env, path: path.to_path_buf(), tokens, seen, meta })
+        Ok(Inner { env, path: path.to_path_buf(), tokens, seen, meta })
     }
 
     fn err(&self, source: heed::Error) -> Error {
@@ -149,7 +180,8 @@ impl Store for Lmdb {
         keys.sort_unstable_by_key(|(h, _)| *h);
         for (h, (ds, dh)) in keys {
             let key = h.to_be_bytes();
-            let mut rec = self.tokens.get(&wtxn, &key).map_err(|e| self.err(e))?.and_then(Record::decode).unwrap_or_default();
+            let mut rec =
+                self.tokens.get(&wtxn, &key).map_err(|e| self.err(e))?.and_then(Record::decode).unwrap_or_default();
             for (class, d) in [(Class::Spam, ds), (Class::Ham, dh)] {
                 for _ in 0..d.unsigned_abs() {
                     apply(&mut rec, class, if d > 0 { 1 } else { -1 }, day);

@@ -60,6 +60,9 @@ end
 return outcome
 ";
 
+/// Spam counts, ham counts, totals.
+type Looked = (Vec<Option<u32>>, Vec<Option<u32>>, (Option<u64>, Option<u64>));
+
 /// A Redis token store.
 pub struct Redis {
     client: redis::Client,
@@ -102,10 +105,10 @@ impl Redis {
             }
         };
         let out = f(&mut conn)?;
-        if let Ok(mut v) = self.idle.lock() {
-            if v.len() < 16 {
-                v.push(conn);
-            }
+        if let Ok(mut v) = self.idle.lock()
+            && v.len() < 16
+        {
+            v.push(conn);
         }
         Ok(out)
     }
@@ -119,7 +122,7 @@ impl Store for Redis {
     fn lookup(&self, hashes: &[u64], out: &mut Vec<Counts>) -> Result<Totals, Error> {
         out.clear();
         let fields: Vec<Vec<u8>> = hashes.iter().map(|h| h.to_be_bytes().to_vec()).collect();
-        let (s, h, tot): (Vec<Option<u32>>, Vec<Option<u32>>, (Option<u64>, Option<u64>)) = self.with(|c| {
+        let (s, h, tot): Looked = self.with(|c| {
             let mut p = redis::pipe();
             p.atomic();
             if fields.is_empty() {
@@ -231,7 +234,10 @@ impl Store for Redis {
                 let mut ranked = Vec::new();
                 let mut names = Vec::new();
                 for (f, v) in c.hscan::<_, (Vec<u8>, Vec<u8>)>(self.key("seen"))? {
-                    let day: u32 = std::str::from_utf8(v.get(1..).unwrap_or_default()).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+                    let day: u32 = std::str::from_utf8(v.get(1..).unwrap_or_default())
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
                     ranked.push((f64::from(day), names.len()));
                     names.push(f);
                 }

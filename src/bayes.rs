@@ -1,0 +1,209 @@
+//! The Bayes scanner as `serve` and `scan` use it (`[bayes]`), and the store the CLI trains.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use strainer_bayes::store::{lmdb::Lmdb, redis::Redis};
+use strainer_bayes::{Bayes, Classified, Expiry, Store};
+use strainer_mime::View;
+use strainer_types::Finding;
+
+/// Which store holds the model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// LMDB files in `bayes.path` (one host; `serve` and `strainer train` share it).
+    #[default]
+    Lmdb,
+    /// A Redis server at `bayes.redis_url` (several hosts share one model).
+    Redis,
+}
+
+/// `[bayes]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BayesConfig {
+    /// Score messages with the Bayesian token scorer.
+    pub enabled: bool,
+    /// `lmdb` or `redis`.
+    pub backend: Backend,
+    /// The LMDB store's directory (relative to the config file's folder).
+    pub path: PathBuf,
+    /// Most bytes the LMDB file may grow to, in MiB.
+    pub map_size_mb: usize,
+    /// The Redis server.
+    pub redis_url: String,
+    /// Prefix of the Redis keys.
+    pub redis_prefix: String,
+    /// Deadline of one store operation (Redis).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// No score until this many spam messages were learnt (SpamAssassin: 200).
+    pub min_spam: u64,
+    /// No score until this many ham messages were learnt.
+    pub min_ham: u64,
+    /// Log-odds at and above which the scorer calls a message spam (BAYES_SPAM); at or below
+    /// minus this, ham (BAYES_HAM); between, BAYES_UNSURE.
+    pub threshold: f64,
+    /// Policy points per unit of log-odds (the default puts `threshold` at policy.spam = 5).
+    pub points_per_log_odds: f64,
+    /// Most points Bayes adds (the default stays under policy.quarantine: Bayes alone tags).
+    pub max_points: f64,
+    /// Most points Bayes takes away.
+    pub min_points: f64,
+    /// Features the store keeps; over this, training expires the rarest, oldest down to 3/4.
+    pub max_tokens: u64,
+    /// Message digests remembered (for "learnt once").
+    pub max_seen: u64,
+    /// Strongest features named in the finding (`strainer scan` shows them).
+    pub explain: usize,
+}
+
+impl Default for BayesConfig {
+    fn default() -> Self {
+        BayesConfig {
+            enabled: true,
+            backend: Backend::Lmdb,
+            path: "/var/lib/strainer/bayes".into(),
+            map_size_mb: 1024,
+            redis_url: "redis://127.0.0.1:6379/0".into(),
+            redis_prefix: "strainer:bayes".into(),
+            timeout: Duration::from_secs(2),
+            min_spam: 200,
+            min_ham: 200,
+            threshold: strainer_bayes::DEFAULT_THRESHOLD,
+            points_per_log_odds: 3.4,
+            max_points: 12.0,
+            min_points: -5.0,
+            max_tokens: 1_000_000,
+            max_seen: 200_000,
+            explain: 5,
+        }
+    }
+}
+
+impl BayesConfig {
+    /// The cap.
+    pub fn expiry(&self) -> Expiry {
+        Expiry { max_tokens: self.max_tokens, max_seen: self.max_seen }
+    }
+
+    /// Opens (creating, for LMDB) the store; `base` resolves a relative path.
+    pub fn open(&self, base: &Path) -> anyhow::Result<Arc<dyn Store>> {
+        Ok(match self.backend {
+            Backend::Lmdb => {
+                let p = self.lmdb_path(base);
+                Arc::new(Lmdb::open(&p, self.map_size_mb.saturating_mul(1 << 20)).map_err(|e| {
+                    anyhow::anyhow!(
+                        "bayes.path: {e} (is the directory writable by this user? `strainer serve` runs as `strainer`)"
+                    )
+                })?)
+            }
+            Backend::Redis => Arc::new(
+                Redis::open(&self.redis_url, &self.redis_prefix, self.timeout)
+                    .map_err(|e| anyhow::anyhow!("bayes.redis_url: {e}"))?,
+            ),
+        })
+    }
+
+    /// The LMDB directory.
+    pub fn lmdb_path(&self, base: &Path) -> PathBuf {
+        if self.path.is_absolute() { self.path.clone() } else { base.join(&self.path) }
+    }
+}
+
+/// The scanner: opens the store when it first exists (a fresh install has none until
+/// `strainer train` makes it) and turns classifications into findings.
+pub struct Scanner {
+    config: BayesConfig,
+    base: PathBuf,
+    store: OnceLock<Arc<dyn Store>>,
+    options: strainer_bayes::Options,
+    params: strainer_bayes::Params,
+}
+
+impl Scanner {
+    /// A scanner for `config`.
+    pub fn new(config: &BayesConfig, base: &Path) -> Scanner {
+        Scanner {
+            config: config.clone(),
+            base: base.to_path_buf(),
+            store: OnceLock::new(),
+            options: strainer_bayes::Options::default(),
+            params: strainer_bayes::Params::default(),
+        }
+    }
+
+    /// The store, when there is one.
+    fn store(&self) -> anyhow::Result<Option<Arc<dyn Store>>> {
+        if let Some(s) = self.store.get() {
+            return Ok(Some(s.clone()));
+        }
+        if self.config.backend == Backend::Lmdb && !self.config.lmdb_path(&self.base).join("data.mdb").exists() {
+            return Ok(None);
+        }
+        let s = self.config.open(&self.base)?;
+        Ok(Some(self.store.get_or_init(|| s).clone()))
+    }
+
+    /// Classifies a message; `explain` names that many strongest features.
+    pub fn classify(&self, view: &View, explain: usize) -> anyhow::Result<Option<Classified>> {
+        let Some(store) = self.store()? else { return Ok(None) };
+        let b = Bayes { store: &*store, options: self.options.clone(), params: self.params };
+        Ok(Some(b.classify(view, explain)?))
+    }
+
+    /// The finding for a message: BAYES_SPAM / BAYES_UNSURE / BAYES_HAM with points, or
+    /// BAYES_UNTRAINED (no points) until enough was learnt, or BAYES_UNAVAILABLE when the store
+    /// cannot be read (the message is still scanned by everything else).
+    pub fn finding(&self, view: &View) -> Finding {
+        let c = &self.config;
+        let classified = match self.classify(view, c.explain) {
+            Ok(Some(x)) => x,
+            Ok(None) => {
+                return Finding::new(
+                    "BAYES_UNTRAINED",
+                    format!(
+                        "no store yet; learns with `strainer train`, scores from {} spam and {} ham",
+                        c.min_spam, c.min_ham
+                    ),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "bayes store unavailable; scoring without it");
+                return Finding::new("BAYES_UNAVAILABLE", e.to_string());
+            }
+        };
+        let t = classified.totals;
+        if t.spam < c.min_spam || t.ham < c.min_ham {
+            return Finding::new(
+                "BAYES_UNTRAINED",
+                format!("learnt {} spam and {} ham; scores from {} and {}", t.spam, t.ham, c.min_spam, c.min_ham),
+            );
+        }
+        let l = classified.score.log_odds;
+        let name = if l >= c.threshold {
+            "BAYES_SPAM"
+        } else if l <= -c.threshold {
+            "BAYES_HAM"
+        } else {
+            "BAYES_UNSURE"
+        };
+        let strongest: Vec<String> =
+            classified.explain.iter().map(|(n, f, k)| format!("{n}={f:.3}({}/{})", k.spam, k.ham)).collect();
+        let mut f = Finding::new(
+            name,
+            format!(
+                "p={:.4} log-odds={l:.2} features={}{}{}",
+                classified.score.probability,
+                classified.score.used,
+                if strongest.is_empty() { "" } else { " strongest: " },
+                strongest.join(" ")
+            ),
+        );
+        f.score = Some((l * c.points_per_log_odds).clamp(c.min_points, c.max_points));
+        f
+    }
+}

@@ -1,0 +1,258 @@
+//! `strainer train` and `strainer bayes stats|expire`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use strainer_bayes::store::Item;
+use strainer_bayes::{Class, Digest, Learned, Store, tokenize};
+
+use crate::config::Config;
+
+/// Messages learnt per store transaction.
+const BATCH: usize = 500;
+
+/// Every message under `path`: a message file, an mbox, a Maildir or a directory of those.
+pub fn messages(path: &Path, out: &mut Vec<Source>) -> std::io::Result<()> {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?.flatten().map(|e| e.path()).collect();
+        entries.sort();
+        for p in entries {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            // Maildir's tmp/ holds messages being written; dot files are not messages.
+            if name.starts_with('.') || (name == "tmp" && path.join("cur").is_dir()) {
+                continue;
+            }
+            if p.is_dir() {
+                messages(&p, out)?;
+            } else if name.ends_with(".json") {
+                // The corpus' metadata twins.
+            } else {
+                out.push(Source::File(p));
+            }
+        }
+    } else {
+        out.push(Source::File(path.to_path_buf()));
+    }
+    Ok(())
+}
+
+/// Where a message is.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A file holding one message or an mbox.
+    File(PathBuf),
+}
+
+/// The messages of one file: an mbox (several `From ` separated) or one message.
+pub fn split_file(bytes: Vec<u8>) -> Vec<Vec<u8>> {
+    if !bytes.starts_with(b"From ") {
+        return vec![crate::scan_cmd::as_received(bytes)];
+    }
+    let mut starts = vec![0usize];
+    let mut i = 0;
+    while let Some(off) = bytes[i..].windows(6).position(|w| w == b"\nFrom ") {
+        let at = i + off + 1;
+        // An mbox separator follows an empty line.
+        if at >= 2 && (bytes[at - 2] == b'\n') {
+            starts.push(at);
+        }
+        i = at;
+    }
+    starts.push(bytes.len());
+    starts
+        .windows(2)
+        .map(|w| {
+            let mut m = bytes[w[0]..w[1]].to_vec();
+            // mboxrd: ">From " at a line start was escaped on the way in.
+            unescape_from(&mut m);
+            crate::scan_cmd::as_received(m)
+        })
+        .filter(|m| !m.is_empty())
+        .collect()
+}
+
+fn unescape_from(m: &mut Vec<u8>) {
+    let mut out = Vec::with_capacity(m.len());
+    let mut line_start = true;
+    let mut i = 0;
+    while i < m.len() {
+        if line_start && m[i] == b'>' {
+            let rest = &m[i..];
+            let gts = rest.iter().take_while(|&&b| b == b'>').count();
+            if rest[gts..].starts_with(b"From ") {
+                i += 1;
+            }
+        }
+        line_start = m[i] == b'\n';
+        out.push(m[i]);
+        i += 1;
+    }
+    *m = out;
+}
+
+/// What a training run did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Summary {
+    /// Newly learnt.
+    pub learned: u64,
+    /// Already learnt as that class.
+    pub already: u64,
+    /// Moved from the other class.
+    pub relearned: u64,
+    /// Forgotten.
+    pub forgotten: u64,
+    /// Forget asked for messages never learnt.
+    pub unchanged: u64,
+    /// Files that could not be read.
+    pub unreadable: Vec<String>,
+}
+
+impl Summary {
+    fn add(&mut self, l: Learned) {
+        match l {
+            Learned::Learned => self.learned += 1,
+            Learned::Already => self.already += 1,
+            Learned::Relearned => self.relearned += 1,
+            Learned::Forgotten => self.forgotten += 1,
+            Learned::Unchanged => self.unchanged += 1,
+        }
+    }
+}
+
+struct Progress {
+    on: bool,
+    last: Instant,
+    started: Instant,
+    total: usize,
+}
+
+impl Progress {
+    fn tick(&mut self, done: usize, force: bool) {
+        if !self.on || (!force && self.last.elapsed() < Duration::from_millis(200)) {
+            return;
+        }
+        self.last = Instant::now();
+        let width = 30;
+        let filled = (done * width).checked_div(self.total).unwrap_or(width).min(width);
+        let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+        eprint!(
+            "\r[{}{}] {done}/{} messages, {rate:.0}/s ",
+            "#".repeat(filled),
+            " ".repeat(width - filled),
+            self.total
+        );
+        if force {
+            eprintln!();
+        }
+    }
+}
+
+/// Learns (or forgets) every message under `spam` and `ham` into `store`.
+pub fn train(
+    config: &Config,
+    store: &dyn Store,
+    spam: &[PathBuf],
+    ham: &[PathBuf],
+    forget: bool,
+) -> anyhow::Result<(Summary, Summary)> {
+    let mut work: Vec<(Class, Source)> = Vec::new();
+    for (class, paths) in [(Class::Spam, spam), (Class::Ham, ham)] {
+        for p in paths {
+            let mut found = Vec::new();
+            messages(p, &mut found).map_err(|e| {
+                anyhow::anyhow!("{}: {e}; give a message file, an mbox, a Maildir or a directory", p.display())
+            })?;
+            work.extend(found.into_iter().map(|s| (class, s)));
+        }
+    }
+    let opts = strainer_bayes::Options::default();
+    let mut sums = (Summary::default(), Summary::default());
+    let mut progress = Progress {
+        on: std::io::stderr().is_terminal(),
+        last: Instant::now(),
+        started: Instant::now(),
+        total: work.len(),
+    };
+    let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
+    let mut done = 0usize;
+    let flush = |batch: &mut Vec<Item>, sums: &mut (Summary, Summary)| -> anyhow::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let results = store.learn(batch, forget)?;
+        for (item, l) in batch.iter().zip(results) {
+            if item.class == Class::Spam { sums.0.add(l) } else { sums.1.add(l) }
+        }
+        batch.clear();
+        Ok(())
+    };
+    for (class, src) in &work {
+        let Source::File(path) = src;
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                let s = if *class == Class::Spam { &mut sums.0 } else { &mut sums.1 };
+                s.unreadable.push(format!("{}: {e}", path.display()));
+                continue;
+            }
+        };
+        for raw in split_file(bytes) {
+            let view = strainer_mime::analyze(&raw, &config.mime);
+            let tokens = tokenize(&view, &opts, false);
+            batch.push(Item { digest: Digest::of(&raw), class: *class, hashes: tokens.hashes });
+            if batch.len() >= BATCH {
+                flush(&mut batch, &mut sums)?;
+            }
+        }
+        done += 1;
+        progress.tick(done, false);
+    }
+    flush(&mut batch, &mut sums)?;
+    progress.tick(done, true);
+    Ok(sums)
+}
+
+/// Prints the store's counts and size.
+pub fn print_stats(store: &dyn Store, config: &Config, json: bool) -> anyhow::Result<()> {
+    let s = store.stats()?;
+    if json {
+        println!("{}", serde_json::to_string(&s)?);
+        return Ok(());
+    }
+    let b = &config.bayes;
+    println!("learnt:      {} spam, {} ham", s.totals.spam, s.totals.ham);
+    let ready = s.totals.spam >= b.min_spam && s.totals.ham >= b.min_ham;
+    println!(
+        "scoring:     {}",
+        if ready {
+            "on".to_string()
+        } else {
+            format!("off until {} spam and {} ham are learnt (bayes.min_spam, bayes.min_ham)", b.min_spam, b.min_ham)
+        }
+    );
+    println!("features:    {} of at most {} ({} seen in one message only)", s.tokens, b.max_tokens, s.singletons);
+    println!("remembered:  {} message digests (at most {})", s.seen, b.max_seen);
+    println!("size:        {:.1} MiB", s.bytes as f64 / (1 << 20) as f64);
+    if let Some((lo, hi)) = s.days {
+        let d = |day: u32| {
+            chrono::DateTime::from_timestamp(i64::from(day) * 86_400, 0)
+                .map_or(String::new(), |t| t.format("%Y-%m-%d").to_string())
+        };
+        println!("last learnt: {} to {}", d(lo), d(hi));
+    }
+    Ok(())
+}
+
+/// The summary line of one class.
+pub fn summary_line(name: &str, s: &Summary, forget: bool) -> String {
+    if forget {
+        format!("{name}: {} forgotten, {} were not learnt", s.forgotten, s.unchanged)
+    } else {
+        format!(
+            "{name}: {} learnt, {} already learnt, {} moved from the other class",
+            s.learned, s.already, s.relearned
+        )
+    }
+}

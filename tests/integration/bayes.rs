@@ -1,0 +1,225 @@
+//! The Bayes scorer wired into serve and the CLI: training moves the score the right way, the
+//! store is shared by separate trainer and reader processes, and survives a killed trainer.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const FIXTURES: &str = "tests/fixtures/bayes";
+
+const PROBE_SPAM: &[u8] = b"From: Deals <deals@promo.example.biz>\r\nTo: b@example.net\r\nSubject: Cheap pills, limited offer\r\nMessage-ID: <probe-spam@fixtures.test>\r\n\r\nBuy cheap pills now, no prescription! Click here: http://cheap-pills.example.biz/order\r\nLimited offer, act fast. To unsubscribe click here.\r\n";
+const PROBE_HAM: &[u8] = b"From: Alice <alice@work.example.org>\r\nTo: team@work.example.org\r\nSubject: Re: review of the parser patch\r\nMessage-ID: <probe-ham@fixtures.test>\r\n\r\nI reviewed the parser patch; the storage test fails on the release branch.\r\nCan we go over it in Tuesday's meeting?\r\n\r\nThanks, Carol\r\n";
+
+fn cfg_with_bayes() -> strainer::config::Config {
+    let mut c = test_config("127.0.0.1:9".parse().unwrap());
+    c.bayes.enabled = true;
+    c.bayes.min_spam = 5;
+    c.bayes.min_ham = 5;
+    c.policy.tag = -999.0;
+    c
+}
+
+fn header_line(m: &str, name: &str) -> String {
+    m.lines().find(|l| l.starts_with(name)).unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn training_on_a_handful_of_messages_moves_the_score_through_serve() {
+    let cfg = cfg_with_bayes();
+    // Before any training: silent, and the header says why.
+    let (r, sink) = send_one_message(cfg.clone(), PROBE_SPAM).await;
+    assert_eq!(r.code, 250, "{r}");
+    let m = String::from_utf8_lossy(&sink.got()[0].message).into_owned();
+    let status = header_line(&m, "X-Spam-Status:");
+    assert!(status.contains("BAYES_UNTRAINED") && status.starts_with("X-Spam-Status: No"), "{status}");
+
+    let store = cfg.bayes.open(Path::new(".")).unwrap();
+    let spam = [PathBuf::from(FIXTURES).join("spam")];
+    let ham = [PathBuf::from(FIXTURES).join("ham")];
+    let (s, h) = strainer::train_cmd::train(&cfg, &*store, &spam, &ham, false).unwrap();
+    assert_eq!((s.learned, h.learned), (8, 8));
+
+    let (r, sink) = send_one_message(cfg.clone(), PROBE_SPAM).await;
+    assert_eq!(r.code, 250, "{r}");
+    let m = String::from_utf8_lossy(&sink.got()[0].message).into_owned();
+    let status = header_line(&m, "X-Spam-Status:");
+    assert!(status.starts_with("X-Spam-Status: Yes") && status.contains("BAYES_SPAM"), "{status}");
+    assert!(m.contains("X-Spam-Flag: YES\r\n"), "{m}");
+    assert!(m.ends_with(&String::from_utf8_lossy(PROBE_SPAM).into_owned()), "original bytes below our headers");
+
+    let (r, sink) = send_one_message(cfg.clone(), PROBE_HAM).await;
+    assert_eq!(r.code, 250, "{r}");
+    let m = String::from_utf8_lossy(&sink.got()[0].message).into_owned();
+    let status = header_line(&m, "X-Spam-Status:");
+    assert!(status.starts_with("X-Spam-Status: No") && status.contains("BAYES_HAM"), "{status}");
+
+    // Forgetting the spam takes the class below the minimum again: silent.
+    let (s, _) = strainer::train_cmd::train(&cfg, &*store, &spam, &[], true).unwrap();
+    assert_eq!(s.forgotten, 8);
+    let (_, sink) = send_one_message(cfg, PROBE_SPAM).await;
+    let m = String::from_utf8_lossy(&sink.got()[0].message).into_owned();
+    assert!(header_line(&m, "X-Spam-Status:").contains("BAYES_UNTRAINED"), "{m}");
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_store_skips_bayes_and_still_delivers() {
+    let mut cfg = cfg_with_bayes();
+    cfg.bayes.backend = strainer::bayes::Backend::Redis;
+    cfg.bayes.redis_url = format!("redis://{}/", dead_port().await);
+    cfg.bayes.timeout = Duration::from_millis(500);
+    let (r, sink) = send_one_message(cfg, PROBE_SPAM).await;
+    assert_eq!(r.code, 250, "{r}");
+    let m = String::from_utf8_lossy(&sink.got()[0].message).into_owned();
+    assert!(header_line(&m, "X-Spam-Status:").contains("BAYES_UNAVAILABLE"), "{m}");
+}
+
+/// `n` small distinct messages in `dir`, spammy or hammy words.
+fn synth(dir: &Path, n: usize, spam: bool) {
+    std::fs::create_dir_all(dir).unwrap();
+    let words: &[&str] = if spam {
+        &["cheap", "offer", "click", "free", "winner", "pills", "viagra", "money", "prize", "unsubscribe"]
+    } else {
+        &["meeting", "patch", "review", "release", "build", "kernel", "design", "lunch", "report", "thanks"]
+    };
+    for i in 0..n {
+        let body: Vec<String> =
+            (0..20).map(|k| format!("{}{}", words[(i * 7 + k * 3) % words.len()], (i + k) % 97)).collect();
+        std::fs::write(
+            dir.join(format!("{i:06}.eml")),
+            format!(
+                "From: x{i}@example.org\r\nSubject: note {i}\r\nMessage-ID: <{spam}-{i}@synth.test>\r\n\r\n{}\r\n",
+                body.join(" ")
+            ),
+        )
+        .unwrap();
+    }
+}
+
+fn write_config(dir: &Path) -> PathBuf {
+    let p = dir.join("strainer.toml");
+    std::fs::write(&p, "[bayes]\npath = \"store\"\nmin_spam = 5\nmin_ham = 5\n").unwrap();
+    p
+}
+
+fn strainer(args: &[&str], config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_strainer"));
+    c.arg(args[0]).arg("--config").arg(config).args(&args[1..]);
+    c
+}
+
+fn totals(config: &Path) -> (u64, u64) {
+    let out = strainer(&["bayes", "stats", "--json"], config).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (v["totals"]["spam"].as_u64().unwrap(), v["totals"]["ham"].as_u64().unwrap())
+}
+
+#[test]
+fn trainer_and_readers_in_separate_processes_share_the_store() {
+    let d = tempfile::tempdir().unwrap();
+    synth(&d.path().join("spam"), 3000, true);
+    synth(&d.path().join("ham"), 3000, false);
+    let config = write_config(d.path());
+    let spam = d.path().join("spam");
+    let ham = d.path().join("ham");
+    let mut trainer = strainer(&["train", "--spam"], &config)
+        .arg(&spam)
+        .arg("--ham")
+        .arg(&ham)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut last = (0, 0);
+    let mut reads = 0;
+    while trainer.try_wait().unwrap().is_none() {
+        if !d.path().join("store/data.mdb").exists() {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        let t = totals(&config);
+        assert!(t.0 >= last.0 && t.1 >= last.1, "counts never go back: {last:?} then {t:?}");
+        assert!((t.0 + t.1).is_multiple_of(500), "a reader sees whole batches only: {t:?}");
+        // A scan in another process reads the same store.
+        let scan = strainer(&["scan"], &config).arg(spam.join("000001.eml")).output().unwrap();
+        assert!(String::from_utf8_lossy(&scan.stdout).contains("BAYES_"), "{}", String::from_utf8_lossy(&scan.stdout));
+        last = t;
+        reads += 1;
+    }
+    assert!(trainer.wait().unwrap().success());
+    assert!(reads > 0);
+    assert_eq!(totals(&config), (3000, 3000));
+}
+
+#[test]
+fn a_killed_trainer_leaves_a_usable_store_and_training_again_counts_each_message_once() {
+    let d = tempfile::tempdir().unwrap();
+    synth(&d.path().join("spam"), 20_000, true);
+    synth(&d.path().join("ham"), 2_000, false);
+    let config = write_config(d.path());
+    let mut trainer = strainer(&["train", "--spam"], &config)
+        .arg(d.path().join("spam"))
+        .arg("--ham")
+        .arg(d.path().join("ham"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if d.path().join("store/data.mdb").exists() && totals(&config).0 >= 1000 {
+            break;
+        }
+        assert!(trainer.try_wait().unwrap().is_none(), "trainer finished before it could be killed");
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    trainer.kill().unwrap(); // SIGKILL
+    trainer.wait().unwrap();
+    let (s, h) = totals(&config);
+    assert!(s < 20_000 && s % 500 == 0 && h == 0, "only whole batches were committed: {s} {h}");
+    let out = strainer(&["train", "--spam"], &config)
+        .arg(d.path().join("spam"))
+        .arg("--ham")
+        .arg(d.path().join("ham"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("spam: {} learnt, {s} already learnt", 20_000 - s)), "{text}");
+    assert_eq!(totals(&config), (20_000, 2_000));
+}
+
+#[test]
+fn train_refuses_a_missing_path_with_advice() {
+    let d = tempfile::tempdir().unwrap();
+    let config = write_config(d.path());
+    let out = strainer(&["train", "--spam", "/nonexistent/spam"], &config).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/spam") && err.contains("Maildir"), "{err}");
+}
+
+#[test]
+fn mbox_and_maildir_are_read_message_by_message() {
+    let d = tempfile::tempdir().unwrap();
+    let config = write_config(d.path());
+    let mbox = d.path().join("spam.mbox");
+    std::fs::write(
+        &mbox,
+        "From a@b Mon Nov  2 10:00:00 2026\nSubject: one\n\ncheap pills\n>From the desk\n\nFrom c@d Mon Nov  2 10:01:00 2026\nSubject: two\n\nfree prize\n",
+    )
+    .unwrap();
+    let md = d.path().join("Maildir");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(md.join(sub)).unwrap();
+    }
+    std::fs::write(md.join("cur/1.host:2,S"), "Subject: a\n\nmeeting notes\n").unwrap();
+    std::fs::write(md.join("new/2.host"), "Subject: b\n\nrelease plan\n").unwrap();
+    std::fs::write(md.join("tmp/3.host"), "Subject: c\n\nhalf written\n").unwrap();
+    let out = strainer(&["train", "--spam"], &config).arg(&mbox).arg("--ham").arg(&md).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(totals(&config), (2, 2));
+}
