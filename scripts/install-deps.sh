@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need (Postfix for the end-to-end suite, clamd and sigtool
-# for the virus scanner tests, iproute2 for `ss`). Idempotent: does nothing when they are there.
+# for the virus scanner tests, iproute2 for `ss`, redis-server for the shared Bayes store). Idempotent: does nothing when they are there.
 set -euo pipefail
-pkgs=(postfix clamav-daemon clamav iproute2)
+pkgs=(postfix clamav-daemon clamav iproute2 redis-server)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -51,3 +51,14 @@ pub fn banned_rules(data: &[u8]) {
 pub fn config(data: &[u8]) {
     let _ = crate::config::Config::parse(&String::from_utf8_lossy(data), "fuzz");
 }
+
+/// Takes arbitrary bytes apart as a message and tokenizes it for Bayes (with feature names).
+pub fn bayes_tokens(data: &[u8]) {
+    let limits = Limits { max_decoded_bytes: 4 << 20, ..Limits::default() };
+    let view = analyze(data, &limits);
+    let t = strainer_bayes::tokenize(&view, &strainer_bayes::Options::default(), true);
+    let counts = vec![strainer_bayes::Counts { spam: 3, ham: 1 }; t.hashes.len()];
+    let totals = strainer_bayes::Totals { spam: 10, ham: 10 };
+    let s = strainer_bayes::model::classify(&counts, totals, &strainer_bayes::Params::default(), 5);
+    assert!(s.log_odds.is_finite(), "score must be finite");
+}

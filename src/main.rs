@@ -159,11 +159,17 @@ enum QuarantineCmd {
         /// Release again although an earlier release was accepted.
         #[arg(long)]
         force: bool,
+        /// Also teach the Bayes scorer that this message is ham (after it was delivered).
+        #[arg(long)]
+        learn_ham: bool,
     },
     /// Delete a held message.
     Delete {
         /// The id from `list`.
         id: String,
+        /// Teach the Bayes scorer that this message is spam before deleting it.
+        #[arg(long)]
+        learn_spam: bool,
     },
     /// Delete held messages older than a duration.
     Purge {
@@ -217,6 +223,25 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
         Some(p) => Ok(Config::load(p)?),
         None => Ok(Config::default()),
     }
+}
+
+/// Learns one message into the configured Bayes store; says what happened.
+fn learn_one(
+    config: &Config,
+    path: Option<&PathBuf>,
+    msg: &[u8],
+    class: strainer_bayes::Class,
+) -> anyhow::Result<String> {
+    let store = config.bayes.open(&base_of(path))?;
+    let view = strainer_mime::analyze(msg, &config.mime);
+    let b = strainer_bayes::Bayes::new(&*store);
+    let what = b.learn(msg, &view, class, false)?;
+    let class = if class == strainer_bayes::Class::Spam { "spam" } else { "ham" };
+    Ok(match what {
+        strainer_bayes::Learned::Already => format!("bayes: already learnt as {class}"),
+        strainer_bayes::Learned::Relearned => format!("bayes: moved to {class}"),
+        _ => format!("bayes: learnt as {class}"),
+    })
 }
 
 /// The folder relative paths in a config file are taken from.
@@ -461,14 +486,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         print!("{}", q::render_show(&store.meta(&id)?, &message));
                     }
                 }
-                QuarantineCmd::Release { id, to, force } => {
+                QuarantineCmd::Release { id, to, force, learn_ham } => {
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
                         .context("cannot start the async runtime")?;
                     println!("{}", rt.block_on(q::release(&config, &store, &id, &to, force))?);
+                    if learn_ham {
+                        let msg = store.message(&id)?;
+                        println!("{}", learn_one(&config, path.as_ref(), &msg, strainer_bayes::Class::Ham)?);
+                    }
                 }
-                QuarantineCmd::Delete { id } => {
+                QuarantineCmd::Delete { id, learn_spam } => {
+                    if learn_spam {
+                        let msg = store.message(&id)?;
+                        println!("{}", learn_one(&config, path.as_ref(), &msg, strainer_bayes::Class::Spam)?);
+                    }
                     store.delete(&id)?;
                     println!("{id} deleted");
                 }

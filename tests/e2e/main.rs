@@ -340,3 +340,41 @@ async fn reloading_repeatedly_under_load_delivers_every_message_once() {
     let log = std::fs::read_to_string(e.dir.join("strainer.log")).unwrap();
     assert!(log.contains("reload refused, the previous configuration stays in force"), "the broken table was refused");
 }
+
+#[tokio::test]
+#[ignore = "needs the Postfix instance from tests/e2e/postfix-up.sh"]
+async fn bayes_trained_from_the_cli_tags_spam_arriving_through_postfix() {
+    let e = E2e::new();
+    let _s = e.start_strainer();
+    let probe = |token: &str| {
+        format!(
+            "From: Deals <deals@promo.example.biz>\r\nTo: spam@test.example\r\nSubject: Cheap pills, limited offer {token}\r\n\
+Message-ID: <{token}@promo.example.biz>\r\n\r\nBuy cheap pills now, no prescription! Click here: http://cheap-pills.example.biz/order\r\n\
+Limited offer, act fast. To unsubscribe click here.\r\n"
+        )
+    };
+    // Untrained: delivered, and the header says Bayes is waiting for training.
+    let before = unique("bayes-before");
+    e.submit("deals@promo.example.biz", &["spam@test.example"], &probe(&before)).await;
+    let got = e.wait_for("spam", &before, 1, Duration::from_secs(60));
+    assert!(got[0].contains("BAYES_UNTRAINED") && !got[0].contains("X-Spam-Flag: YES"), "{}", got[0]);
+
+    let spam = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/bayes/spam");
+    let ham = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/bayes/ham");
+    let out = e.cli(&["train", "--spam", spam, "--ham", ham]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("spam: 8 learnt"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let after = unique("bayes-after");
+    e.submit("deals@promo.example.biz", &["spam@test.example"], &probe(&after)).await;
+    let got = e.wait_for("spam", &after, 1, Duration::from_secs(60));
+    // Forget before asserting, so the other tests see an untrained store whatever happens.
+    let out = e.cli(&["train", "--forget", "--spam", spam, "--ham", ham]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(got[0].contains("X-Spam-Flag: YES") && got[0].contains("BAYES_SPAM"), "{}", got[0]);
+    assert!(got[0].ends_with(&probe(&after).replace("\r\n", "\n")), "original bytes below our headers: {}", got[0]);
+}

@@ -87,10 +87,11 @@ impl E2e {
         std::fs::write(
             &config,
             format!(
-                "[server]\npid_file = \"{}\"\n[clamav]\nenabled = true\naddresses = [\"127.0.0.1:3310\"]\n[quarantine]\ndir = \"{}\"\n[rules]\nheader_checks = [\"{}\"]\n",
+                "[server]\npid_file = \"{}\"\n[clamav]\nenabled = true\naddresses = [\"127.0.0.1:3310\"]\n[quarantine]\ndir = \"{}\"\n[rules]\nheader_checks = [\"{}\"]\n[bayes]\npath = \"{}\"\nmin_spam = 5\nmin_ham = 5\n",
                 self.dir.join("strainer.pid").display(),
                 q.display(),
-                checks.display()
+                checks.display(),
+                self.dir.join("bayes").display()
             ),
         )
         .unwrap();

@@ -1,0 +1,85 @@
+//! Tokenizer cases as data: each `tests/tokenize/NAME.eml` is tokenized and its features (by
+//! name, sorted) compared with `NAME.tokens`. STRAINER_BLESS=1 rewrites the expected files after a
+//! deliberate change (review the diff). Plus property tests over any input.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::Path;
+
+use proptest::prelude::*;
+use strainer_bayes::store::{Item, Memory};
+use strainer_bayes::{Bayes, Class, Digest, Options, Store, tokenize};
+
+fn names(raw: &[u8]) -> Vec<String> {
+    let view = strainer_mime::analyze(raw, &strainer_mime::Limits::default());
+    let t = tokenize(&view, &Options::default(), true);
+    let mut v: Vec<String> = t.hashes.iter().map(|h| t.name(*h).unwrap().to_string()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn cases() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tokenize");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let p = e.path();
+        if p.extension().is_none_or(|x| x != "eml") {
+            continue;
+        }
+        let got = names(&std::fs::read(&p).unwrap()).join("\n") + "\n";
+        let want_path = p.with_extension("tokens");
+        if std::env::var_os("STRAINER_BLESS").is_some() {
+            std::fs::write(&want_path, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(&want_path).unwrap_or_default();
+        assert_eq!(got, want, "{}: tokens differ (STRAINER_BLESS=1 to accept)", p.display());
+        n += 1;
+    }
+    assert!(n >= 3);
+}
+
+fn trained() -> Bayes<Memory> {
+    let b = Bayes::new(Memory::new());
+    for i in 0..20u8 {
+        let spam = format!("Subject: offer {i}\r\n\r\ncheap pills free prize click here {i}\r\n");
+        let ham = format!("Subject: meeting {i}\r\n\r\nnotes from the design review {i}\r\n");
+        for (m, c) in [(spam, Class::Spam), (ham, Class::Ham)] {
+            let view = strainer_mime::analyze(m.as_bytes(), &strainer_mime::Limits::default());
+            b.learn(m.as_bytes(), &view, c, false).unwrap();
+        }
+    }
+    b
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Any bytes: the score is finite and the probability within [0, 1]; tokenizing never panics.
+    #[test]
+    fn score_is_finite_for_any_input(raw in prop::collection::vec(any::<u8>(), 0..2000)) {
+        let b = trained();
+        let view = strainer_mime::analyze(&raw, &strainer_mime::Limits::default());
+        let c = b.classify(&view, 3).unwrap();
+        prop_assert!(c.score.log_odds.is_finite());
+        prop_assert!((0.0..=1.0).contains(&c.score.probability));
+    }
+
+    /// Text-like input with words from both classes: still finite, and learning it twice is idempotent.
+    #[test]
+    fn learning_twice_is_idempotent(words in prop::collection::vec("[a-z]{1,12}|cheap|meeting|[0-9]{1,9}|\\PC{1,4}", 0..80)) {
+        let b = trained();
+        let msg = format!("Subject: x\r\n\r\n{}\r\n", words.join(" "));
+        let view = strainer_mime::analyze(msg.as_bytes(), &strainer_mime::Limits::default());
+        b.learn(msg.as_bytes(), &view, Class::Spam, false).unwrap();
+        let t = tokenize(&view, &Options::default(), false);
+        let mut once = Vec::new();
+        let tot1 = b.store.lookup(&t.hashes, &mut once).unwrap();
+        let again = b.store.learn(&[Item { digest: Digest::of(msg.as_bytes()), class: Class::Spam, hashes: t.hashes.clone() }], false).unwrap();
+        prop_assert_eq!(again, vec![strainer_bayes::Learned::Already]);
+        let mut twice = Vec::new();
+        let tot2 = b.store.lookup(&t.hashes, &mut twice).unwrap();
+        prop_assert_eq!(once, twice);
+        prop_assert_eq!(tot1, tot2);
+        prop_assert!(b.classify(&view, 0).unwrap().score.log_odds.is_finite());
+    }
+}
