@@ -80,5 +80,53 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// The Bayes tokenizer and classifier on one HTML newsletter-like message, over an LMDB store
+/// trained on 400 synthetic messages.
+fn bayes(c: &mut Criterion) {
+    use strainer_bayes::store::{Item, lmdb::Lmdb};
+    use strainer_bayes::{Class, Digest, Options, Params, Store, tokenize};
+    let limits = strainer_mime::Limits::default();
+    let mut raw = b"From: News <news@list.example.org>\r\nTo: b@example.net\r\nSubject: Weekly digest: releases, talks and offers\r\nContent-Type: text/html\r\n\r\n<html><body>".to_vec();
+    for i in 0..60 {
+        raw.extend_from_slice(format!("<p>Item {i}: the <a href=\"http://site{i}.example.com/a\">release notes</a> for version {i}.2 and a <font color=red>limited offer</font> on training.</p>\r\n").as_bytes());
+    }
+    raw.extend_from_slice(b"</body></html>\r\n");
+    let view = strainer_mime::analyze(&raw, &limits);
+    let opts = Options::default();
+    let mut g = c.benchmark_group("bayes");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("tokenize_newsletter", |b| b.iter(|| tokenize(&view, &opts, false).hashes.len()));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Lmdb::open(dir.path(), 1 << 28).unwrap();
+    let items: Vec<Item> = (0..400u32)
+        .map(|i| {
+            let m = format!(
+                "Subject: s{i}\r\n\r\nword{} word{} offer{} release{} notes training version\r\n",
+                i % 50,
+                i % 7,
+                i % 13,
+                i % 29
+            );
+            let v = strainer_mime::analyze(m.as_bytes(), &limits);
+            Item {
+                digest: Digest::of(m.as_bytes()),
+                class: if i % 2 == 0 { Class::Spam } else { Class::Ham },
+                hashes: tokenize(&v, &opts, false).hashes,
+            }
+        })
+        .collect();
+    store.learn(&items, false).unwrap();
+    let tokens = tokenize(&view, &opts, false);
+    let params = Params::default();
+    let mut counts = Vec::new();
+    g.bench_function("lookup_and_classify_lmdb", |b| {
+        b.iter(|| {
+            let t = store.lookup(&tokens.hashes, &mut counts).unwrap();
+            strainer_bayes::model::classify(&counts, t, &params, 0).log_odds
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bayes);
 criterion_main!(benches);
