@@ -3,15 +3,19 @@
 //! Each feature gets Robinson's smoothed probability `f(w) = (s·x + n·p(w)) / (s + n)`, where
 //! `p(w)` compares how often the feature appears in spam and in ham (each relative to the number
 //! of messages learnt) and `n` is how many messages had it. Features with `|f - 0.5|` under
-//! `min_dev` are ignored. The features left are combined with Fisher's method as bogofilter and
-//! SpamAssassin do, but in log space: the score is `ln H - ln S`, where `S` and `H` are the
-//! chi-square tail probabilities of the spam and ham hypotheses. Where SpamAssassin and bogofilter
-//! report `(1 + H - S) / 2`, which rounds to exactly 0 or 1 for hundreds of messages, this score
-//! keeps growing, so two messages never tie unless their evidence is the same.
+//! `min_dev` are ignored. The rest are combined with Fisher's method as bogofilter and
+//! SpamAssassin do: `H` and `S` are the chi-square tail probabilities of the ham and spam
+//! hypotheses and Robinson's indicator is `I = (1 + H - S) / 2`. Those programs report `I`, which
+//! rounds to exactly 0 or 1 for hundreds of messages; the score here is `ln(I / (1 - I))` computed
+//! from the logs of the tails (`I ∝ P(ss) + Q(hs)`, `1 - I ∝ P(hs) + Q(ss)`), so it never rounds
+//! and two messages tie only when their evidence is the same. A message with strong evidence both
+//! ways lands near 0, "unsure", as in bogofilter. Long messages count as at most `evidence_cap`
+//! features of their average strength: their words are far from independent.
 //!
-//! Why this and not the alternatives: on the half split of the SpamAssassin corpus, the plain naive
-//! Bayes sum of log-odds over every feature ranked worse (its errors are over-confident), and using
-//! only the strongest few features (Graham) lost recall; see benches/README.md for the figures.
+//! Why this: on the half split of the SpamAssassin corpus the plain naive Bayes sum of log-odds
+//! ranked worst (its errors are over-confident), `ln H - ln S` sank long ambiguous spam below every
+//! ham, keeping only the strongest features (SpamAssassin) lost recall; the logit of the indicator
+//! with the cap and a small prior strength ranked best. The figures are in benches/README.md.
 
 use serde::Serialize;
 
