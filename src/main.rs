@@ -424,7 +424,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Selftest { config: path, postfix_config_dir, no_postfix, send_to } => {
-            let config = load(path.as_ref())?;
+            let mut config = load(path.as_ref())?;
+            // The store path as serve resolves it (relative to the config file's folder).
+            config.bayes.path = config.bayes.lmdb_path(&base_of(path.as_ref()));
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

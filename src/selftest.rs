@@ -348,5 +348,39 @@ pub async fn run(config: &Config) -> Vec<Check> {
             }
         }
     }
+    if config.bayes.enabled {
+        out.push(bayes_check(config));
+    }
     out
+}
+
+/// The Bayes store: readable, and how much it has learnt.
+fn bayes_check(config: &Config) -> Check {
+    let b = &config.bayes;
+    let base = std::path::Path::new(".");
+    let at = match b.backend {
+        crate::bayes::Backend::Lmdb => b.lmdb_path(base).display().to_string(),
+        crate::bayes::Backend::Redis => b.redis_url.clone(),
+    };
+    if b.backend == crate::bayes::Backend::Lmdb && !b.lmdb_path(base).join("data.mdb").exists() {
+        return ok(format!(
+            "bayes store at {at} does not exist yet: Bayes is silent until `strainer train` has learnt {} spam and {} ham",
+            b.min_spam, b.min_ham
+        ));
+    }
+    let stats = b.open(base).and_then(|s| Ok(s.stats()?));
+    match stats {
+        Err(e) => fail(
+            format!("bayes store at {at}: {e:#}"),
+            "fix bayes.path / bayes.redis_url, or set bayes.enabled = false",
+        ),
+        Ok(s) if s.totals.spam < b.min_spam || s.totals.ham < b.min_ham => ok(format!(
+            "bayes store at {at}: {} spam and {} ham learnt; silent until {} and {} (`strainer train`)",
+            s.totals.spam, s.totals.ham, b.min_spam, b.min_ham
+        )),
+        Ok(s) => ok(format!(
+            "bayes store at {at}: scoring, {} spam and {} ham learnt, {} features",
+            s.totals.spam, s.totals.ham, s.tokens
+        )),
+    }
 }
