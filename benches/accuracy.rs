@@ -8,7 +8,8 @@
 //!     cargo bench --bench accuracy -- --store lmdb      # the LMDB store in a temporary directory
 //!
 //! Knobs for measuring variants (environment): BAYES_METHOD=fisher|nb, BAYES_S, BAYES_MINDEV,
-//! BAYES_MAXF, BAYES_BIGRAMS=0, BAYES_HEADERS=0, BAYES_MARKUP=0, BAYES_MINLEN, BAYES_MAXLEN.
+//! BAYES_MAXF, BAYES_CAP, BAYES_BIGRAMS=0, BAYES_HEADERS=0, BAYES_MARKUP=0, BAYES_MINLEN, BAYES_MAXLEN,
+//! BAYES_RECEIVED=0|1|2, BAYES_RECIPIENTS=0, BAYES_CAPS=1, BAYES_THRESHOLD.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -142,6 +143,9 @@ fn main() {
         markup: env("BAYES_MARKUP", 1) == 1,
         min_len: env("BAYES_MINLEN", Options::default().min_len),
         max_len: env("BAYES_MAXLEN", Options::default().max_len),
+        received: env("BAYES_RECEIVED", Options::default().received),
+        recipients: env("BAYES_RECIPIENTS", 1) == 1,
+        caps: env("BAYES_CAPS", 0) == 1,
         ..Options::default()
     };
     let d = Params::default();

@@ -348,7 +348,7 @@ async fn bayes_trained_from_the_cli_tags_spam_arriving_through_postfix() {
     let _s = e.start_strainer();
     let probe = |token: &str| {
         format!(
-            "From: Deals <deals@promo.example.biz>\r\nTo: spam@test.example\r\nSubject: Cheap pills, limited offer {token}\r\n\
+            "From: Deals <deals@promo.example.biz>\r\nTo: spam@test.example\r\nDate: Wed, 25 Nov 2026 09:00:00 +0000\r\nSubject: Cheap pills, limited offer {token}\r\n\
 Message-ID: <{token}@promo.example.biz>\r\n\r\nBuy cheap pills now, no prescription! Click here: http://cheap-pills.example.biz/order\r\n\
 Limited offer, act fast. To unsubscribe click here.\r\n"
         )

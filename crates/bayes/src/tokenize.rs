@@ -37,11 +37,27 @@ pub struct Options {
     pub markup: bool,
     /// Most body bytes tokenized per text part (the rest is ignored).
     pub max_text: usize,
+    /// Received chain: 0 nothing, 1 networks only, 2 networks and domains.
+    pub received: u8,
+    /// Recipient (To/Cc) address domains as features.
+    pub recipients: bool,
+    /// All-capitals words get a marker feature of their own.
+    pub caps: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { min_len: 3, max_len: 24, bigrams: true, headers: true, markup: true, max_text: 256 * 1024 }
+        Options {
+            min_len: 3,
+            max_len: 24,
+            bigrams: true,
+            headers: true,
+            markup: true,
+            max_text: 256 * 1024,
+            received: 2,
+            recipients: true,
+            caps: false,
+        }
     }
 }
 
@@ -180,7 +196,7 @@ impl Tokenizer<'_> {
             if let Some((_, prefix)) = WORD_HEADERS.iter().find(|(n, _)| *n == lname) {
                 let value = clip(value, 4096);
                 self.words(prefix, value);
-                if matches!(*prefix, "f:" | "t:" | "r:" | "rp:") {
+                if matches!(*prefix, "f:" | "r:" | "rp:") || (*prefix == "t:" && self.opts.recipients) {
                     self.addresses(prefix, value);
                 }
             }
@@ -190,6 +206,9 @@ impl Tokenizer<'_> {
 
     /// The Received chain reduced to what generalises: domains (last two labels) and /16 networks.
     fn received(&mut self, value: &str) {
+        if self.opts.received == 0 {
+            return;
+        }
         for word in value.split(|c: char| c.is_whitespace() || "()[];<>".contains(c)) {
             let w = word.trim_matches(|c: char| c == '.' || c == ',');
             if w.len() < 4 {
@@ -197,7 +216,7 @@ impl Tokenizer<'_> {
             }
             if let Some(net) = ipv4_net(w) {
                 self.emit2("rip:", &net);
-            } else if w.contains('.') && w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
+            } else if self.opts.received >= 2 && w.contains('.') && w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
                 let lw = w.to_ascii_lowercase();
                 let dom = last_labels(&lw, 2);
                 if dom.bytes().any(|b| b.is_ascii_alphabetic()) {
@@ -250,6 +269,9 @@ impl Tokenizer<'_> {
                 for c in w.chars() {
                     self.buf.extend(c.to_lowercase());
                 }
+            }
+            if self.opts.caps && w.len() >= 4 && w.chars().all(|c| c.is_ascii_uppercase()) {
+                self.buf.insert_str(prefix.len(), "C:");
             }
             let h = self.flush();
             if self.opts.bigrams {
