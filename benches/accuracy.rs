@@ -146,6 +146,7 @@ fn main() {
         received: env("BAYES_RECEIVED", Options::default().received),
         recipients: env("BAYES_RECIPIENTS", 1) == 1,
         caps: env("BAYES_CAPS", 0) == 1,
+        all_headers: env("BAYES_ALLHEADERS", 0) == 1,
         ..Options::default()
     };
     let d = Params::default();
@@ -154,7 +155,11 @@ fn main() {
         min_dev: env("BAYES_MINDEV", d.min_dev),
         max_features: env("BAYES_MAXF", d.max_features),
         evidence_cap: env("BAYES_CAP", d.evidence_cap),
-        method: if env("BAYES_METHOD", String::from("fisher")) == "nb" { Method::NaiveBayes } else { Method::Fisher },
+        method: match env("BAYES_METHOD", String::from("fisher")).as_str() {
+            "nb" => Method::NaiveBayes,
+            "combined" => Method::Combined(env("BAYES_W", 0.1), env("BAYES_NBCAP", 30)),
+            _ => Method::Fisher,
+        },
         ..d
     };
     let threshold = env("BAYES_THRESHOLD", strainer_bayes::DEFAULT_THRESHOLD);

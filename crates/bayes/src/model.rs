@@ -38,12 +38,14 @@ pub struct Totals {
 }
 
 /// How to combine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Method {
     /// Fisher's chi-square combination in log space (the default).
     Fisher,
     /// Sum of per-feature log-odds.
     NaiveBayes,
+    /// Fisher plus `w` times the naive Bayes sum over at most `cap` features.
+    Combined(f64, usize),
 }
 
 /// Classifier settings.
@@ -111,29 +113,22 @@ pub fn classify(counts: &[Counts], totals: Totals, p: &Params, keep_strongest: u
         fs.truncate(p.max_features);
     }
     let log_odds = match p.method {
-        Method::NaiveBayes => fs.iter().map(|(_, f)| (f / (1.0 - f)).ln()).sum(),
-        Method::Fisher => {
-            if fs.is_empty() {
-                0.0
+        Method::NaiveBayes => {
+            let sum: f64 = fs.iter().map(|(_, f)| (f / (1.0 - f)).ln()).sum();
+            if p.evidence_cap > 0 && fs.len() > p.evidence_cap {
+                sum * p.evidence_cap as f64 / fs.len() as f64
             } else {
-                let mut hs: f64 = fs.iter().map(|(_, f)| -2.0 * f.ln()).sum();
-                let mut ss: f64 = fs.iter().map(|(_, f)| -2.0 * (1.0 - f).ln()).sum();
-                let mut n = fs.len();
-                if p.evidence_cap > 0 && n > p.evidence_cap {
-                    // Long messages: the features are far from independent, so count them as
-                    // `evidence_cap` features of the same average strength.
-                    let k = p.evidence_cap as f64 / n as f64;
-                    hs *= k;
-                    ss *= k;
-                    n = p.evidence_cap;
-                }
-                // logit of Robinson's I = (1 + H - S) / 2 with H = Q(hs), S = Q(ss):
-                // I ∝ P(ss) + Q(hs) and 1 - I ∝ P(hs) + Q(ss), each summed in log space.
-                let spam = log_add(ln_chi2p(ss, n), ln_chi2q(hs, n));
-                let ham = log_add(ln_chi2p(hs, n), ln_chi2q(ss, n));
-                spam - ham
+                sum
             }
         }
+        Method::Combined(w, cap) => {
+            let nb = {
+                let sum: f64 = fs.iter().map(|(_, f)| (f / (1.0 - f)).ln()).sum();
+                if fs.len() > cap { sum * cap as f64 / fs.len() as f64 } else { sum }
+            };
+            fisher(&fs, p.evidence_cap) + w * nb
+        }
+        Method::Fisher => fisher(&fs, p.evidence_cap),
     };
     let probability = 1.0 / (1.0 + (-log_odds).exp());
     let mut strongest = Vec::new();
@@ -142,6 +137,34 @@ pub fn classify(counts: &[Counts], totals: Totals, p: &Params, keep_strongest: u
         strongest = fs.iter().take(keep_strongest).copied().collect();
     }
     Score { log_odds, probability, used: fs.len(), strongest }
+}
+
+/// The logit of Robinson's indicator over features `fs`, counting at most `cap` of them.
+fn fisher(fs: &[(usize, f64)], cap: usize) -> f64 {
+    {
+        {
+            if fs.is_empty() {
+                0.0
+            } else {
+                let mut hs: f64 = fs.iter().map(|(_, f)| -2.0 * f.ln()).sum();
+                let mut ss: f64 = fs.iter().map(|(_, f)| -2.0 * (1.0 - f).ln()).sum();
+                let mut n = fs.len();
+                if cap > 0 && n > cap {
+                    // Long messages: the features are far from independent, so count them as
+                    // `cap` features of the same average strength.
+                    let k = cap as f64 / n as f64;
+                    hs *= k;
+                    ss *= k;
+                    n = cap;
+                }
+                // logit of Robinson's I = (1 + H - S) / 2 with H = Q(hs), S = Q(ss):
+                // I ∝ P(ss) + Q(hs) and 1 - I ∝ P(hs) + Q(ss), each summed in log space.
+                let spam = log_add(ln_chi2p(ss, n), ln_chi2q(hs, n));
+                let ham = log_add(ln_chi2p(hs, n), ln_chi2q(ss, n));
+                spam - ham
+            }
+        }
+    }
 }
 
 /// `ln Q(chi | 2n)`: log of the upper tail of the chi-square distribution with `2n` degrees of

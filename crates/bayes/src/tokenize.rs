@@ -43,6 +43,8 @@ pub struct Options {
     pub recipients: bool,
     /// All-capitals words get a marker feature of their own.
     pub caps: bool,
+    /// Words of every other header field too, under `name:`.
+    pub all_headers: bool,
 }
 
 impl Default for Options {
@@ -57,6 +59,7 @@ impl Default for Options {
             received: 2,
             recipients: true,
             caps: false,
+            all_headers: false,
         }
     }
 }
@@ -199,6 +202,9 @@ impl Tokenizer<'_> {
                 if matches!(*prefix, "f:" | "r:" | "rp:") || (*prefix == "t:" && self.opts.recipients) {
                     self.addresses(prefix, value);
                 }
+            } else if self.opts.all_headers && !matches!(lname.as_str(), "date" | "delivered-to" | "x-original-to") {
+                let prefix = format!("{lname}:");
+                self.words(&prefix, clip(value, 1024));
             }
         }
         self.emit2("rcvd#", &received.min(10).to_string());
@@ -216,7 +222,10 @@ impl Tokenizer<'_> {
             }
             if let Some(net) = ipv4_net(w) {
                 self.emit2("rip:", &net);
-            } else if self.opts.received >= 2 && w.contains('.') && w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
+            } else if self.opts.received >= 2
+                && w.contains('.')
+                && w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            {
                 let lw = w.to_ascii_lowercase();
                 let dom = last_labels(&lw, 2);
                 if dom.bytes().any(|b| b.is_ascii_alphabetic()) {
@@ -246,7 +255,7 @@ impl Tokenizer<'_> {
     /// Words of a text, lower-cased, with their bigrams.
     fn words(&mut self, prefix: &str, text: &str) {
         let mut prev: Option<u64> = None;
-        for raw in text.split(|c: char| !(c.is_alphanumeric() || "$'-._!@%/:&,".contains(c))) {
+        for raw in text.split(|c: char| !is_word_char(c)) {
             let w = raw.trim_start_matches(|c: char| !(c.is_alphanumeric() || c == '$'));
             let w = w.trim_end_matches(|c: char| !(c.is_alphanumeric() || c == '!' || c == '%'));
             if w.len() < self.opts.min_len {
@@ -257,18 +266,15 @@ impl Tokenizer<'_> {
             if w.len() > self.opts.max_len {
                 // Long words: URLs, encoded junk, hashes. Keep a hint of the start and the size.
                 self.buf.push_str("sk:");
-                for c in w.chars().take(7) {
-                    self.buf.extend(c.to_lowercase());
-                }
+                let end = w.char_indices().nth(7).map_or(w.len(), |(i, _)| i);
+                push_lower(&mut self.buf, &w[..end]);
                 self.buf.push(':');
                 self.buf.push_str(&(w.len() / 10).to_string());
             } else if w.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b',') && w.len() > 5 {
                 self.buf.push_str("N:");
                 self.buf.push_str(&w.len().to_string());
             } else {
-                for c in w.chars() {
-                    self.buf.extend(c.to_lowercase());
-                }
+                push_lower(&mut self.buf, w);
             }
             if self.opts.caps && w.len() >= 4 && w.chars().all(|c| c.is_ascii_uppercase()) {
                 self.buf.insert_str(prefix.len(), "C:");
@@ -325,43 +331,72 @@ impl Tokenizer<'_> {
 
     /// Markup signals and link/image hosts of an HTML source.
     fn markup(&mut self, html: &str) {
-        let bytes = html.as_bytes();
+        // ASCII lower-casing keeps byte offsets, and hosts and tag names are compared lower-cased.
+        let lower = html.to_ascii_lowercase();
+        let bytes = lower.as_bytes();
         let mut i = 0;
         while let Some(off) = memchr(b'<', &bytes[i..]) {
             let start = i + off + 1;
             let end = memchr(b'>', &bytes[start..]).map_or(bytes.len(), |e| start + e);
-            let tag = clip_to_boundary(html, start, (end - start).min(2048));
+            let tag = clip_to_boundary(&lower, start, (end - start).min(2048));
             i = end.max(start);
             if tag.starts_with("!--") {
                 self.emit2("html:", "comment");
                 continue;
             }
             let name_end = tag.find(|c: char| c.is_whitespace() || c == '/').unwrap_or(tag.len());
-            let name = tag[..name_end].to_ascii_lowercase();
+            let name = &tag[..name_end];
             if matches!(
-                name.as_str(),
+                name,
                 "img" | "font" | "table" | "script" | "iframe" | "form" | "input" | "style" | "center" | "map" | "base"
             ) {
-                self.emit2("html:", &name);
+                self.emit2("html:", name);
             }
-            let lower = tag.to_ascii_lowercase();
-            for attr in ["href=", "src=", "action="] {
-                for (p, _) in lower.match_indices(attr) {
-                    let v = tag[p + attr.len()..].trim_start_matches(['"', '\'', ' ']);
-                    let lv = v.to_ascii_lowercase();
-                    if let Some(rest) = lv.strip_prefix("http://").or_else(|| lv.strip_prefix("https://")) {
+            let tb = tag.as_bytes();
+            for (p, &b) in tb.iter().enumerate() {
+                if b != b'=' && b != b':' {
+                    continue;
+                }
+                let before = &tag[..p];
+                let after = &tag[p + 1..];
+                if before.ends_with("color") {
+                    self.emit2("html:", "color");
+                }
+                if b == b':' {
+                    if (before.ends_with("display") && after.starts_with("none"))
+                        || (before.ends_with("visibility") && after.starts_with("hidden"))
+                    {
+                        self.emit2("html:", "hidden");
+                    }
+                    continue;
+                }
+                if before.ends_with("href") || before.ends_with("src") || before.ends_with("action") {
+                    let v = after.trim_start_matches(['"', '\'', ' ']);
+                    if let Some(rest) = v.strip_prefix("http://").or_else(|| v.strip_prefix("https://")) {
                         self.url_host(rest);
-                    } else if lv.starts_with("mailto:") {
+                    } else if v.starts_with("mailto:") {
                         self.emit2("html:", "mailto");
                     }
                 }
             }
-            if lower.contains("color=") || lower.contains("color:") {
-                self.emit2("html:", "color");
-            }
-            if lower.contains("display:none") || lower.contains("visibility:hidden") {
-                self.emit2("html:", "hidden");
-            }
+        }
+    }
+}
+
+/// Characters that belong to a word (the rest separate words).
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '$' | '\'' | '-' | '.' | '_' | '!' | '@' | '%' | '/' | ':' | '&' | ',')
+}
+
+/// Appends `w` lower-cased.
+fn push_lower(buf: &mut String, w: &str) {
+    if w.is_ascii() {
+        let start = buf.len();
+        buf.push_str(w);
+        buf[start..].make_ascii_lowercase();
+    } else {
+        for c in w.chars() {
+            buf.extend(c.to_lowercase());
         }
     }
 }

@@ -3,15 +3,16 @@
 //! LMDB lets any number of processes read while one writes (`serve` classifies while
 //! `strainer train` learns), readers never block and see a consistent snapshot, and a commit is
 //! durable and atomic: a trainer killed mid-batch leaves the store as the last commit left it.
-//! Features are 8-byte big-endian keys with 12-byte records ([`Record`]); a batch's changes are
+//! Features are 8-byte integer keys (MDB_INTEGERKEY) with 12-byte records ([`Record`]); a batch's changes are
 //! summed in memory first and written in key order, which is what makes training fast.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
-use heed::types::Bytes;
-use heed::{Database, Env, EnvOpenOptions, RoTxn};
+use heed::byteorder::NativeEndian;
+use heed::types::{Bytes, U64};
+use heed::{Database, Env, EnvOpenOptions, IntegerComparator, RoTxn};
 
 use super::{Error, Expired, Expiry, Item, Learned, Record, Stats, Store, apply, expiry_victims, plan, today};
 use crate::model::{Counts, Totals};
@@ -35,14 +36,14 @@ impl std::ops::Deref for Lmdb {
 pub struct Inner {
     env: Env,
     path: PathBuf,
-    tokens: Database<Bytes, Bytes>,
+    tokens: Database<U64<NativeEndian>, Bytes, IntegerComparator>,
     seen: Database<Bytes, Bytes>,
     meta: Database<Bytes, Bytes>,
 }
 
 const TOTALS: &[u8] = b"totals";
 const FORMAT: &[u8] = b"format";
-const FORMAT_VERSION: &[u8] = b"strainer-bayes-1";
+const FORMAT_VERSION: &[u8] = b"strainer-bayes-2";
 
 impl Lmdb {
     /// Opens (creating when missing) the store in directory `path`, reserving `map_size` bytes of
@@ -74,7 +75,15 @@ impl Inner {
         #[allow(unsafe_code)]
         let env = unsafe { opts.open(path) }.map_err(err)?;
         let mut wtxn = env.write_txn().map_err(err)?;
-        let tokens = env.create_database(&mut wtxn, Some("tokens")).map_err(err)?;
+        // Integer keys: LMDB compares them as machine words, not with memcmp (a third of the
+        // lookup time in the profile).
+        let tokens = env
+            .database_options()
+            .types::<U64<NativeEndian>, Bytes>()
+            .key_comparator::<IntegerComparator>()
+            .name("tokens")
+            .create(&mut wtxn)
+            .map_err(err)?;
         let seen = env.create_database(&mut wtxn, Some("seen")).map_err(err)?;
         let meta: Database<Bytes, Bytes> = env.create_database(&mut wtxn, Some("meta")).map_err(err)?;
         match meta.get(&wtxn, FORMAT).map_err(err)? {
@@ -139,7 +148,7 @@ impl Store for Lmdb {
         let txn = self.env.read_txn().map_err(|e| self.err(e))?;
         out.clear();
         for h in hashes {
-            let rec = self.tokens.get(&txn, &h.to_be_bytes()).map_err(|e| self.err(e))?.and_then(Record::decode);
+            let rec = self.tokens.get(&txn, h).map_err(|e| self.err(e))?.and_then(Record::decode);
             out.push(rec.map(|r| r.counts).unwrap_or_default());
         }
         self.totals(&txn)
@@ -179,7 +188,7 @@ impl Store for Lmdb {
         let mut keys: Vec<(u64, (i64, i64))> = deltas.into_iter().filter(|(_, d)| *d != (0, 0)).collect();
         keys.sort_unstable_by_key(|(h, _)| *h);
         for (h, (ds, dh)) in keys {
-            let key = h.to_be_bytes();
+            let key = h;
             let mut rec =
                 self.tokens.get(&wtxn, &key).map_err(|e| self.err(e))?.and_then(Record::decode).unwrap_or_default();
             for (class, d) in [(Class::Spam, ds), (Class::Ham, dh)] {
@@ -236,7 +245,7 @@ impl Store for Lmdb {
             let mut ranked = Vec::new();
             for kv in self.tokens.iter(&wtxn).map_err(|e| self.err(e))? {
                 let (k, v) = kv.map_err(|e| self.err(e))?;
-                let (Ok(k), Some(r)) = (<[u8; 8]>::try_from(k), Record::decode(v)) else { continue };
+                let Some(r) = Record::decode(v) else { continue };
                 ranked.push((r.keep_rank(), k));
             }
             let mut victims = expiry_victims(ranked, limits.max_tokens * 3 / 4);
