@@ -57,7 +57,8 @@ pub struct BayesConfig {
     pub max_tokens: u64,
     /// Message digests remembered (for "learnt once").
     pub max_seen: u64,
-    /// Strongest features named in the finding (`strainer scan` shows them).
+    /// Strongest features named in the finding and the log (costs a copy of every feature's
+    /// text per message; `strainer scan --explain N` names them on demand).
     pub explain: usize,
 }
 
@@ -79,7 +80,7 @@ impl Default for BayesConfig {
             min_points: -5.0,
             max_tokens: 1_000_000,
             max_seen: 200_000,
-            explain: 5,
+            explain: 0,
         }
     }
 }
@@ -105,6 +106,19 @@ impl BayesConfig {
                 Redis::open(&self.redis_url, &self.redis_prefix, self.timeout)
                     .map_err(|e| anyhow::anyhow!("bayes.redis_url: {e}"))?,
             ),
+        })
+    }
+
+    /// Opens the store for scoring: LMDB is read through an in-memory copy of its features.
+    pub fn open_for_serve(&self, base: &Path) -> anyhow::Result<Arc<dyn Store>> {
+        Ok(match self.backend {
+            Backend::Lmdb => {
+                let p = self.lmdb_path(base);
+                let l = Lmdb::open(&p, self.map_size_mb.saturating_mul(1 << 20))
+                    .map_err(|e| anyhow::anyhow!("bayes.path: {e}"))?;
+                Arc::new(strainer_bayes::store::lmdb::Snapshotted::new(l))
+            }
+            Backend::Redis => self.open(base)?,
         })
     }
 
@@ -144,7 +158,7 @@ impl Scanner {
         if self.config.backend == Backend::Lmdb && !self.config.lmdb_path(&self.base).join("data.mdb").exists() {
             return Ok(None);
         }
-        let s = self.config.open(&self.base)?;
+        let s = self.config.open_for_serve(&self.base)?;
         Ok(Some(self.store.get_or_init(|| s).clone()))
     }
 

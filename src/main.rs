@@ -54,6 +54,9 @@ enum Cmd {
         /// One JSON object per message instead of text.
         #[arg(long)]
         json: bool,
+        /// Name this many of the strongest Bayes features either way.
+        #[arg(long, default_value_t = 8)]
+        explain: usize,
         /// Configuration file; without it the embedded defaults are used.
         #[arg(long, short)]
         config: Option<PathBuf>,
@@ -415,8 +418,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}: ok", file.display());
             Ok(())
         }
-        Cmd::Scan { files, json, config: path } => {
-            let config = load(path.as_ref())?;
+        Cmd::Scan { files, json, config: path, explain } => {
+            let mut config = load(path.as_ref())?;
+            config.bayes.explain = explain;
             let local = compile(&config, path.as_ref())?;
             if !scan(&files, json, &local, &config.policy)? {
                 std::process::exit(3);

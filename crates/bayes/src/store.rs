@@ -187,6 +187,28 @@ pub trait Store: Send + Sync {
     fn expire(&self, limits: &Expiry) -> Result<Expired, Error>;
 }
 
+/// Hashes feature keys by taking them as they are: they are xxh3 outputs already, so SipHash
+/// would only cost time (it was the top of the serve profile).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A map keyed by feature hash.
+pub type KeyMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<KeyHasher>>;
+
 /// Today, in days since 1970.
 pub fn today() -> u32 {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -272,7 +294,7 @@ pub struct Memory {
 
 #[derive(Debug, Default)]
 struct MemoryInner {
-    tokens: HashMap<u64, Record>,
+    tokens: KeyMap<Record>,
     seen: HashMap<Digest, (Class, u32)>,
     totals: Totals,
     day_override: Option<u32>,

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
-use strainer_bayes::store::{Item, Memory, lmdb::Lmdb, redis::Redis};
+use strainer_bayes::store::{Item, Memory, lmdb::Lmdb, lmdb::Snapshotted, redis::Redis};
 use strainer_bayes::{Class, Counts, Digest, Expiry, Learned, Store, Totals};
 
 fn item(n: u8, class: Class, hashes: &[u64]) -> Item {
@@ -90,6 +90,19 @@ fn lmdb_contract() {
     let d = tempfile::tempdir().unwrap();
     contract(&Lmdb::open(&d.path().join("a"), 1 << 24).unwrap());
     cap(&Lmdb::open(&d.path().join("b"), 1 << 24).unwrap());
+}
+
+#[test]
+fn lmdb_read_through_a_snapshot_sees_every_commit() {
+    let d = tempfile::tempdir().unwrap();
+    contract(&Snapshotted::new(Lmdb::open(&d.path().join("a"), 1 << 24).unwrap()));
+    cap(&Snapshotted::new(Lmdb::open(&d.path().join("b"), 1 << 24).unwrap()));
+    // A commit through another handle (as `strainer train` in another process) is seen next lookup.
+    let snap = Snapshotted::new(Lmdb::open(&d.path().join("c"), 1 << 24).unwrap());
+    assert_eq!(counts(&snap, &[5]).1, Totals::default());
+    let other = Lmdb::open(&d.path().join("c"), 1 << 24).unwrap();
+    other.learn(&[item(1, Class::Spam, &[5])], false).unwrap();
+    assert_eq!(counts(&snap, &[5]), (vec![Counts { spam: 1, ham: 0 }], Totals { spam: 1, ham: 0 }));
 }
 
 #[test]
