@@ -62,17 +62,60 @@ impl Handler for Count {
     }
 }
 
-fn proc_cpu(pid: u32) -> Option<f64> {
+/// Fields of /proc/PID/stat after the command name.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(after.split_whitespace().map(String::from).collect())
+}
+
+/// `pid` and its descendants (pre-forking filters such as amavisd-new run as a process tree).
+fn tree(pid: u32) -> Vec<u32> {
+    let mut parent = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok())
+            && let Some(ppid) = stat_fields(p).and_then(|f| f.get(1).and_then(|x| x.parse::<u32>().ok()))
+        {
+            parent.push((p, ppid));
+        }
+    }
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let cur = out[i];
+        out.extend(parent.iter().filter(|(_, pp)| *pp == cur).map(|(p, _)| *p));
+        i += 1;
+    }
+    out
+}
+
+/// CPU seconds of the tree: user + system of the live processes, plus what the root collected
+/// from children that already exited.
+fn proc_cpu(pid: u32) -> Option<f64> {
+    let root = stat_fields(pid)?;
+    let num = |f: &[String], i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    let mut ticks = num(&root, 13) + num(&root, 14);
+    for p in tree(pid) {
+        if let Some(f) = stat_fields(p) {
+            ticks += num(&f, 11) + num(&f, 12);
+        }
+    }
     Some(ticks / 100.0)
 }
 
+/// Peak RSS summed over the tree (one process for strainer).
 fn proc_hwm(pid: u32) -> Option<String> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l[6..].trim().to_string())
+    let mut kb = 0u64;
+    let procs = tree(pid);
+    for p in &procs {
+        let s = std::fs::read_to_string(format!("/proc/{p}/status")).ok()?;
+        kb += s
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l[6..].trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(format!("{kb} kB over {} process(es)", procs.len()))
 }
 
 async fn read_reply(r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> u16 {
