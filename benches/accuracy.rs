@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use sha2::{Digest as _, Sha256};
-use strainer_bayes::store::{Item, Memory, lmdb::Lmdb};
+use strainer_bayes::store::{Item, Memory, lmdb::Lmdb, lmdb::Snapshotted};
 use strainer_bayes::{Class, Digest, Method, Options, Params, Store, Tokens, tokenize};
 
 struct Msg {
@@ -113,7 +113,8 @@ fn new_store(kind: &str, dir: &Path) -> Box<dyn Store> {
     match kind {
         "lmdb" => {
             let p = dir.join(format!("s{}", rand_suffix()));
-            Box::new(Lmdb::open(&p, 1 << 30).unwrap())
+            // Read as serve reads it: through the in-memory copy of the features.
+            Box::new(Snapshotted::new(Lmdb::open(&p, 1 << 30).unwrap()))
         }
         _ => Box::new(Memory::new()),
     }

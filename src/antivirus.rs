@@ -9,13 +9,21 @@ use crate::scanners::Report;
 /// Streams every decoded leaf part, archive member and (when configured) the raw message to
 /// clamd, concurrently up to the client's limit. Returns the findings (viruses, parts too large
 /// to send), or the first error when clamd could not give a verdict on something.
+///
+/// Decoded text parts go too only where clamd's own reading of the raw message could differ
+/// from ours: a part decoded lossily, or a message whose MIME structure is ambiguous or broken.
+/// Otherwise clamd decodes the same text from the raw message, and sending it twice doubled
+/// clamd's work and the streams per message (issue #7's profile).
 pub async fn scan(client: &Client, message: &[u8], report: &Report) -> Result<Vec<Finding>, ClamError> {
     let max = client.config().max_stream;
     let mut findings = Vec::new();
     let mut items: Vec<(String, &[u8])> = Vec::new();
+    let raw_covers_text = client.config().scan_raw_message
+        && !report.view.findings.iter().any(|f| f.name.starts_with("MIME_") || f.name.starts_with("ARCHIVE_"));
     for p in &report.view.parts {
         let bytes: &[u8] = match (&p.data, &p.text) {
             (Some(d), _) => d,
+            (None, Some(_)) if raw_covers_text && !p.sloppy && p.origin == strainer_mime::Origin::Mime => continue,
             (None, Some(t)) => t.as_bytes(),
             _ => continue,
         };

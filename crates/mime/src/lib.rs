@@ -98,6 +98,9 @@ pub struct Part {
     /// The decoded HTML source of HTML parts (links and markup for the Bayes tokenizer).
     #[serde(skip)]
     pub html: Option<String>,
+    /// The part's transfer encoding or charset could not be decoded cleanly (decoded lossily).
+    #[serde(skip)]
+    pub sloppy: bool,
     /// Decoded bytes of leaf parts and archive members, within the decoded-bytes budget.
     #[serde(skip)]
     pub data: Option<Vec<u8>>,
@@ -198,6 +201,7 @@ impl Walk<'_> {
             headers,
             text: None,
             html: None,
+            sloppy: false,
             data: None,
         };
         match &part.body {
@@ -266,7 +270,7 @@ impl Walk<'_> {
     fn text_leaf(&mut self, mut p: Part, text: String, problem: bool) {
         // A text part with an unknown charset or sloppy encoding is still scanned as decoded
         // (lossily); flagging it would tag about 1% of legitimate mail in the public corpus.
-        let _ = problem;
+        p.sloppy = problem;
         p.size = text.len() as u64;
         let inline = inline::find(&text, usize::try_from(self.budget.bytes_left).unwrap_or(usize::MAX));
         let base = p.path.clone();
@@ -287,6 +291,7 @@ impl Walk<'_> {
                 headers: Vec::new(),
                 text: None,
                 html: None,
+                sloppy: false,
                 data: Some(found.data.clone()),
             });
             if let Some(k) = sniffed.filter(|k| k.is_listable_archive()) {
@@ -333,6 +338,7 @@ impl Walk<'_> {
                 headers: Vec::new(),
                 text: None,
                 html: None,
+                sloppy: false,
                 data: m.data,
             });
             if let Some(k) = nested {
