@@ -45,6 +45,13 @@ struct Args {
     /// The filter's process id, for CPU seconds and peak RSS.
     #[arg(long)]
     pid: Option<u32>,
+    /// Size in bytes of each generated message (without --corpus): a text body of 76-byte lines,
+    /// or with --attachment a base64 attachment of that size.
+    #[arg(long, default_value_t = 2000)]
+    size: usize,
+    /// Generated messages carry their bulk as a base64 attachment (what large mail usually is).
+    #[arg(long)]
+    attachment: bool,
     /// Speak LMTP (LHLO).
     #[arg(long)]
     lmtp: bool,
@@ -145,6 +152,29 @@ fn main() {
     rt.block_on(run(args));
 }
 
+/// A message of about `size` bytes: text lines, or one base64 attachment.
+fn generated(i: usize, size: usize, attachment: bool) -> Vec<u8> {
+    let mut m = format!("From: load@test.example\r\nTo: sink@test.example\r\nSubject: load {i}\r\n").into_bytes();
+    if attachment {
+        m.extend_from_slice(b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee the attachment\r\n--b\r\nContent-Type: application/octet-stream; name=\"data.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n");
+    } else {
+        m.extend_from_slice(b"\r\n");
+    }
+    let line = b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0NTY3\r\n";
+    let line: &[u8] = if attachment {
+        &line[..]
+    } else {
+        b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor x\r\n"
+    };
+    while m.len() < size {
+        m.extend_from_slice(line);
+    }
+    if attachment {
+        m.extend_from_slice(b"--b--\r\n");
+    }
+    m
+}
+
 async fn run(args: Args) {
     let msgs: Arc<Vec<Vec<u8>>> = Arc::new(match &args.corpus {
         Some(dir) => {
@@ -152,15 +182,9 @@ async fn run(args: Args) {
             assert!(!loaded.is_empty(), "no messages under {}", dir.display());
             loaded
         }
-        None => (0..100)
-            .map(|i| {
-                format!(
-                    "From: load@test.example\r\nTo: sink@test.example\r\nSubject: load {i}\r\n\r\n{}\r\n",
-                    "x".repeat(2000)
-                )
-                .into_bytes()
-            })
-            .collect(),
+        None => {
+            (0..if args.size > 1 << 20 { 4 } else { 100 }).map(|i| generated(i, args.size, args.attachment)).collect()
+        }
     });
     let sink = Arc::new(Count(AtomicUsize::new(0)));
     if let Some(addr) = args.sink {
