@@ -4,9 +4,12 @@
 # amavisd-new from Debian's package (all checks bypassed, and with SpamAssassin: local rules and
 # Bayes trained on the same messages as strainer's). Three repetitions each; prints medians and
 # ratios. Installs what it needs (amavisd-new, spamassassin, clamav-daemon) and the corpus.
+# Then rspamd from Debian, scanning only (rspamc over HTTP, 64 in parallel: it has no SMTP
+# re-injection of its own), Bayes in a private Redis, DNS pointed at a dead local port.
 # Not part of CI: it takes 10-20 minutes, most of it amavisd-new with SpamAssassin.
 #
 #   benches/compare.sh [MESSAGES] [REPETITIONS]      (defaults 5000 and 3; SA_MESSAGES=300)
+#   ONLY=rspamd benches/compare.sh                   (one section: ceiling|strainer|amavisd|rspamd)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-5000}
@@ -19,9 +22,13 @@ mkdir -p "$work"
 
 echo "== installing amavisd-new, spamassassin, clamd; fetching the corpus"
 scripts/install-deps.sh
-if ! dpkg-query -W -f='${Status}' amavisd-new 2>/dev/null | grep -q "install ok installed"; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends amavisd-new spamassassin >/dev/null
-fi
+for pkg in amavisd-new spamassassin rspamd; do
+  if ! dpkg-query -W -f='${Status}' $pkg 2>/dev/null | grep -q "install ok installed"; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $pkg >/dev/null
+  fi
+done
+ONLY=${ONLY:-}
+want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 benches/fetch-corpus.sh
 cargo build --release --quiet
 cargo bench --bench load --no-run --quiet 2>/dev/null
@@ -58,10 +65,13 @@ wait_port() {
   return 1
 }
 
+if want ceiling; then
 echo "== the harness ceiling: driver -> its own sink"
 run "driver -> sink (ceiling)" "$N" "" --to 127.0.0.1:12527 --sink 127.0.0.1:12527
+fi
 
 # strainer, three scanner sets; Bayes trained on the time split's training part.
+if want strainer; then
 echo "== strainer"
 cat >"$work/base.toml" <<EOF
 [server]
@@ -97,9 +107,11 @@ for set in none local clamd; do
   wait "$spid" 2>/dev/null || true
 done
 tests/e2e/clamd-down.sh "$work/clamd" >/dev/null || true
+fi
 
 # amavisd-new, configured as its documentation says for Postfix (listen, forward_method), on
 # our ports, without syslog, with the checks bypassed or SpamAssassin on.
+if want amavisd; then
 echo "== amavisd-new"
 install -d -o amavis -g amavis "$work/amavis" "$work/amavis/tmp" "$work/amavis/db" "$work/sa"
 cp -r /etc/spamassassin/. "$work/sa/"
@@ -164,6 +176,45 @@ for set in bypassed sa; do
   wait "$apid" 2>/dev/null || true
   sleep 1
 done
+fi
+
+if want rspamd; then
+echo "== rspamd (scan only, over HTTP)"
+rs=$work/rspamd
+mkdir -p "$rs/local.d" "$rs/db" "$rs/log" "$rs/run"
+redis-server --bind 127.0.0.1 --port 6391 --save "" --appendonly no --daemonize yes --dir "$rs" --pidfile "$rs/redis.pid" --logfile "$rs/redis.log"
+printf 'dns {\n  nameserver = ["127.0.0.1:5353"];\n  timeout = 0.1s;\n  retransmits = 1;\n}\n' >"$rs/local.d/options.inc"
+echo 'servers = "127.0.0.1:6391";' >"$rs/local.d/redis.conf"
+printf 'backend = "redis";\nautolearn = false;\n' >"$rs/local.d/classifier-bayes.conf"
+printf 'bind_socket = "127.0.0.1:11333";\ncount = 2;\n' >"$rs/local.d/worker-normal.inc"
+printf 'bind_socket = "127.0.0.1:11334";\ncount = 1;\n' >"$rs/local.d/worker-controller.inc"
+printf 'bind_socket = "127.0.0.1:11332";\n' >"$rs/local.d/worker-proxy.inc"
+printf 'type = "file";\nfilename = "%s/log/rspamd.log";\nlevel = "error";\n' "$rs" >"$rs/local.d/logging.inc"
+chown -R _rspamd:_rspamd "$rs"
+rspamd -f -u _rspamd -g _rspamd --var=LOCAL_CONFDIR="$rs" --var=DBDIR="$rs/db" --var=RUNDIR="$rs/run" --var=LOGDIR="$rs/log" >"$rs/out.log" 2>&1 &
+rpid=$!
+wait_port 11333
+sleep 3
+echo "   training rspamd's Bayes on the same messages"
+rspamc -h 127.0.0.1:11334 -n 4 learn_spam $corpus/spam-1/*.txt >/dev/null 2>&1 || true
+rspamc -h 127.0.0.1:11334 -n 4 learn_ham $corpus/easy-ham-1/*.txt $corpus/hard-ham-1/*.txt >/dev/null 2>&1 || true
+find $corpus -name '*.txt' | sort | awk -v n="$N" 'NR <= n' >"$rs/files"
+tree_cpu() { local t=0 v; for p in $(pgrep rspamd); do v=$(awk '{print $14+$15}' /proc/"$p"/stat); t=$((t + v)); done; echo $t; }
+tree_rss() { local t=0 v; for p in $(pgrep rspamd); do v=$(awk '/VmHWM/{print $2}' /proc/"$p"/status); t=$((t + v)); done; echo $t; }
+for r in $(seq "$REPS"); do
+  c0=$(tree_cpu); s0=$(date +%s.%N)
+  xargs -a "$rs/files" rspamc -h 127.0.0.1:11333 -n 64 symbols >"$rs/scan.log" 2>&1 || true
+  s1=$(date +%s.%N); c1=$(tree_cpu)
+  n=$(grep -c '^Action:' "$rs/scan.log" || true)
+  rate=$(echo "$n / ($s1 - $s0)" | bc)
+  cpu=$(echo "scale=2; ($c1 - $c0) * 10 / $n" | bc)
+  printf '%s\t%s\t%s\t%s\t%s\n' "rspamd 3.4, scan only over HTTP (rspamc -n 64)" "$rate" "" "$cpu" "$(tree_rss)" >>"$results"
+  echo "   rspamd run $r: $n scanned, $rate msg/s, $cpu CPU s/1000"
+done
+kill "$rpid" 2>/dev/null || true
+wait "$rpid" 2>/dev/null || true
+kill "$(cat "$rs/redis.pid")" 2>/dev/null || true
+fi
 
 echo
 echo "== medians of $REPS runs ($N messages; amavisd-new + SpamAssassin: $SA_N)"
