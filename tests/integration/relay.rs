@@ -141,3 +141,31 @@ async fn looping_message_is_refused() {
     assert_eq!(sink.got().len(), 1);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_large_message_with_dot_lines_across_send_chunks_arrives_byte_for_byte() {
+    // Lines starting with a dot land at, just before and just after the 256 KiB send chunks.
+    let mut msg = b"From: a@example.org\r\nSubject: big\r\n\r\n".to_vec();
+    let mut i = 0;
+    while msg.len() < 1_200_000 {
+        let line =
+            if i % 997 == 0 { format!(".dot line {i}\r\n") } else { format!("line {i} {}\r\n", "x".repeat(i % 90)) };
+        msg.extend_from_slice(line.as_bytes());
+        i += 1;
+    }
+    for at in [262_144usize, 524_288, 786_432] {
+        // Force a line start exactly at a chunk edge of the message (the prefix shifts it; the
+        // property test in crates/receive covers every cut).
+        let p = msg[..at].iter().rposition(|&b| b == b'\n').unwrap() + 1;
+        msg.splice(p..p, b"..two dots\r\n".iter().copied());
+    }
+    msg.extend_from_slice(b"last line without CRLF");
+    let (r, sink) = send_one_message(test_config("127.0.0.1:9".parse().unwrap()), &msg).await;
+    assert_eq!(r.code, 250, "{r}");
+    let got = sink.got();
+    assert_eq!(got.len(), 1);
+    let m = &got[0].message;
+    let mut want = msg.clone();
+    want.extend_from_slice(b"\r\n");
+    assert!(m.ends_with(&want), "original bytes (plus the final CRLF SMTP needs) below our header");
+}

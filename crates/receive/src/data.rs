@@ -165,35 +165,115 @@ impl DataDecoder {
 /// Dot-stuffs CRLF message bytes for sending: a line starting with `.` gets another `.`.
 /// Appends a final CRLF when the message lacks one, and the end marker.
 pub fn stuff(message: &[u8], out: &mut Vec<u8>) {
-    let mut at_line_start = true;
-    let mut rest = message;
-    while !rest.is_empty() {
-        if at_line_start && rest[0] == b'.' {
-            out.push(b'.');
-        }
-        match memchr::memchr(b'\n', rest) {
-            Some(n) => {
-                out.extend_from_slice(&rest[..=n]);
-                rest = &rest[n + 1..];
-                at_line_start = true;
-            }
-            None => {
-                out.extend_from_slice(rest);
-                rest = &[];
-                at_line_start = false;
-            }
-        }
+    let mut s = Stuffer::new();
+    s.push(message, out);
+    s.finish(out);
+}
+
+/// Dot-stuffs a message given in pieces (so a large message is sent without a stuffed copy of
+/// the whole); the pieces may be cut anywhere and the output is what [`stuff`] gives for the whole.
+#[derive(Debug, Clone)]
+pub struct Stuffer {
+    at_line_start: bool,
+    last_two: [u8; 2],
+    seen: usize,
+}
+
+impl Default for Stuffer {
+    fn default() -> Self {
+        Stuffer::new()
     }
-    if !message.is_empty() && !message.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
+}
+
+impl Stuffer {
+    /// A stuffer at the start of a message.
+    pub fn new() -> Stuffer {
+        Stuffer { at_line_start: true, last_two: [0, 0], seen: 0 }
     }
-    out.extend_from_slice(b".\r\n");
+
+    /// Stuffs the next bytes of the message into `out`.
+    pub fn push(&mut self, piece: &[u8], out: &mut Vec<u8>) {
+        let mut rest = piece;
+        while !rest.is_empty() {
+            if self.at_line_start && rest[0] == b'.' {
+                out.push(b'.');
+            }
+            match memchr::memchr(b'\n', rest) {
+                Some(n) => {
+                    out.extend_from_slice(&rest[..=n]);
+                    rest = &rest[n + 1..];
+                    self.at_line_start = true;
+                }
+                None => {
+                    out.extend_from_slice(rest);
+                    rest = &[];
+                    self.at_line_start = false;
+                }
+            }
+        }
+        match piece.len() {
+            0 => {}
+            1 => self.last_two = [self.last_two[1], piece[0]],
+            n => self.last_two = [piece[n - 2], piece[n - 1]],
+        }
+        self.seen += piece.len();
+    }
+
+    /// The final CRLF when the message lacked one, and the end marker.
+    pub fn finish(self, out: &mut Vec<u8>) {
+        if self.seen > 0 && (self.seen < 2 || self.last_two != *b"\r\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// Stuffing in pieces cut anywhere gives the bytes stuffing the whole gives.
+        #[test]
+        fn stuffing_in_pieces_equals_stuffing_the_whole(
+            msg in prop::collection::vec(prop::sample::select(vec![b'.', b'\r', b'\n', b'a']), 0..200),
+            cuts in prop::collection::vec(0usize..200, 0..6),
+        ) {
+            let mut whole = Vec::new();
+            stuff_reference(&msg, &mut whole);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(msg.len())).collect();
+            cuts.sort_unstable();
+            let mut s = Stuffer::new();
+            let mut out = Vec::new();
+            let mut at = 0;
+            for c in cuts.into_iter().chain([msg.len()]) {
+                s.push(&msg[at..c], &mut out);
+                at = c;
+            }
+            s.finish(&mut out);
+            prop_assert_eq!(&out, &whole);
+            let mut one = Vec::new();
+            stuff(&msg, &mut one);
+            prop_assert_eq!(one, whole);
+        }
+    }
+
+    /// The straightforward definition the streaming stuffer must match.
+    fn stuff_reference(message: &[u8], out: &mut Vec<u8>) {
+        let mut at_line_start = true;
+        for &b in message {
+            if at_line_start && b == b'.' {
+                out.push(b'.');
+            }
+            out.push(b);
+            at_line_start = b == b'\n';
+        }
+        if !message.is_empty() && !message.ends_with(b"\r\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+    }
 
     fn decode_all(input: &[u8]) -> (Vec<u8>, usize, bool) {
         let mut d = DataDecoder::new(1 << 20);

@@ -153,6 +153,9 @@ impl Conn {
     }
 }
 
+/// Bytes of the message stuffed and written at a time.
+const SEND_CHUNK: usize = 256 * 1024;
+
 fn parse_caps(ehlo: &Reply) -> Caps {
     let mut caps = Caps::default();
     for line in ehlo.lines.iter().skip(1) {
@@ -458,14 +461,23 @@ async fn transaction(c: &mut Conn, cfg: &RelayConfig, caps: &Caps, out: Outgoing
         return Ok(Delivery { recipients, data: None, queue_id: None });
     }
 
-    let mut wire = Vec::with_capacity(out.prefix.len() + out.message.len() + out.message.len() / 64 + 8);
-    let mut whole = Vec::with_capacity(out.prefix.len() + out.message.len());
-    whole.extend_from_slice(out.prefix);
-    whole.extend_from_slice(out.message);
-    strainer_receive::data::stuff(&whole, &mut wire);
-    drop(whole);
+    // Stuffed and sent in pieces: a large message is never copied whole (it was twice: the
+    // joined message and its stuffed form). The whole body still has one data_timeout.
+    let deadline = tokio::time::Instant::now() + cfg.data_timeout;
+    let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+    let mut stuffer = strainer_receive::data::Stuffer::new();
+    let mut wire = Vec::with_capacity(SEND_CHUNK + SEND_CHUNK / 32 + 8);
     c.body_sent = true;
-    c.send(&wire, cfg.data_timeout, "sending message").await?;
+    for piece in [out.prefix, out.message] {
+        for chunk in piece.chunks(SEND_CHUNK) {
+            wire.clear();
+            stuffer.push(chunk, &mut wire);
+            c.send(&wire, left(), "sending message").await?;
+        }
+    }
+    wire.clear();
+    stuffer.finish(&mut wire);
+    c.send(&wire, left(), "sending message").await?;
     let fin = c.read_reply(cfg.data_timeout, "after end of data").await?;
     let queue_id = if fin.is_positive() { queue_id(&fin) } else { None };
     let recipients = rcpt_replies.into_iter().map(|r| if r.is_positive() { fin.clone() } else { r }).collect();
