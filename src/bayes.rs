@@ -94,14 +94,7 @@ impl BayesConfig {
     /// Opens (creating, for LMDB) the store; `base` resolves a relative path.
     pub fn open(&self, base: &Path) -> anyhow::Result<Arc<dyn Store>> {
         Ok(match self.backend {
-            Backend::Lmdb => {
-                let p = self.lmdb_path(base);
-                Arc::new(Lmdb::open(&p, self.map_size_mb.saturating_mul(1 << 20)).map_err(|e| {
-                    anyhow::anyhow!(
-                        "bayes.path: {e} (is the directory writable by this user? `strainer serve` runs as `strainer`)"
-                    )
-                })?)
-            }
+            Backend::Lmdb => Arc::new(self.open_lmdb(base)?),
             Backend::Redis => Arc::new(
                 Redis::open(&self.redis_url, &self.redis_prefix, self.timeout)
                     .map_err(|e| anyhow::anyhow!("bayes.redis_url: {e}"))?,
@@ -112,14 +105,23 @@ impl BayesConfig {
     /// Opens the store for scoring: LMDB is read through an in-memory copy of its features.
     pub fn open_for_serve(&self, base: &Path) -> anyhow::Result<Arc<dyn Store>> {
         Ok(match self.backend {
-            Backend::Lmdb => {
-                let p = self.lmdb_path(base);
-                let l = Lmdb::open(&p, self.map_size_mb.saturating_mul(1 << 20))
-                    .map_err(|e| anyhow::anyhow!("bayes.path: {e}"))?;
-                Arc::new(strainer_bayes::store::lmdb::Snapshotted::new(l))
-            }
+            Backend::Lmdb => Arc::new(strainer_bayes::store::lmdb::Snapshotted::new(self.open_lmdb(base)?)),
             Backend::Redis => self.open(base)?,
         })
+    }
+
+    fn open_lmdb(&self, base: &Path) -> anyhow::Result<Lmdb> {
+        Lmdb::open(&self.lmdb_path(base), self.map_size_mb.saturating_mul(1 << 20)).map_err(|e| {
+            anyhow::anyhow!(
+                "bayes.path: {e} (is the directory writable by this user? `strainer serve` runs as `strainer`)"
+            )
+        })
+    }
+
+    /// False while an LMDB store has not been created yet (`strainer train` creates it); a Redis
+    /// store always counts as there.
+    pub fn store_exists(&self, base: &Path) -> bool {
+        self.backend != Backend::Lmdb || self.lmdb_path(base).join("data.mdb").exists()
     }
 
     /// The LMDB directory.
@@ -155,7 +157,7 @@ impl Scanner {
         if let Some(s) = self.store.get() {
             return Ok(Some(s.clone()));
         }
-        if self.config.backend == Backend::Lmdb && !self.config.lmdb_path(&self.base).join("data.mdb").exists() {
+        if !self.config.store_exists(&self.base) {
             return Ok(None);
         }
         let s = self.config.open_for_serve(&self.base)?;

@@ -371,16 +371,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let (s, h) = strainer::train_cmd::train(&config, &*store, &spam, &ham, forget)?;
             let expired = store.expire(&config.bayes.expiry())?;
             let secs = started.elapsed().as_secs_f64();
-            let n = s.learned
-                + s.already
-                + s.relearned
-                + s.forgotten
-                + s.unchanged
-                + h.learned
-                + h.already
-                + h.relearned
-                + h.forgotten
-                + h.unchanged;
+            let n = s.total() + h.total();
             println!("{}", strainer::train_cmd::summary_line("spam", &s, forget));
             println!("{}", strainer::train_cmd::summary_line("ham", &h, forget));
             println!("{n} messages in {secs:.1} s ({:.0}/s)", n as f64 / secs.max(1e-3));

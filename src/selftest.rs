@@ -362,7 +362,7 @@ fn bayes_check(config: &Config) -> Check {
         crate::bayes::Backend::Lmdb => b.lmdb_path(base).display().to_string(),
         crate::bayes::Backend::Redis => b.redis_url.clone(),
     };
-    if b.backend == crate::bayes::Backend::Lmdb && !b.lmdb_path(base).join("data.mdb").exists() {
+    if !b.store_exists(base) {
         return ok(format!(
             "bayes store at {at} does not exist yet: Bayes is silent until `strainer train` has learnt {} spam and {} ham",
             b.min_spam, b.min_ham

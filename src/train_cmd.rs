@@ -12,8 +12,8 @@ use crate::config::Config;
 /// Messages learnt per store transaction.
 const BATCH: usize = 500;
 
-/// Every message under `path`: a message file, an mbox, a Maildir or a directory of those.
-pub fn messages(path: &Path, out: &mut Vec<Source>) -> std::io::Result<()> {
+/// Every message file under `path`: a message file, an mbox, a Maildir or a directory of those.
+pub fn messages(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     let meta = std::fs::metadata(path)?;
     if meta.is_dir() {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?.flatten().map(|e| e.path()).collect();
@@ -29,20 +29,13 @@ pub fn messages(path: &Path, out: &mut Vec<Source>) -> std::io::Result<()> {
             } else if name.ends_with(".json") {
                 // The corpus' metadata twins.
             } else {
-                out.push(Source::File(p));
+                out.push(p);
             }
         }
     } else {
-        out.push(Source::File(path.to_path_buf()));
+        out.push(path.to_path_buf());
     }
     Ok(())
-}
-
-/// Where a message is.
-#[derive(Debug, Clone)]
-pub enum Source {
-    /// A file holding one message or an mbox.
-    File(PathBuf),
 }
 
 /// The messages of one file: an mbox (several `From ` separated) or one message.
@@ -110,6 +103,11 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Messages this summary counts, whatever became of them.
+    pub fn total(&self) -> u64 {
+        self.learned + self.already + self.relearned + self.forgotten + self.unchanged
+    }
+
     fn add(&mut self, l: Learned) {
         match l {
             Learned::Learned => self.learned += 1,
@@ -157,7 +155,7 @@ pub fn train(
     ham: &[PathBuf],
     forget: bool,
 ) -> anyhow::Result<(Summary, Summary)> {
-    let mut work: Vec<(Class, Source)> = Vec::new();
+    let mut work: Vec<(Class, PathBuf)> = Vec::new();
     for (class, paths) in [(Class::Spam, spam), (Class::Ham, ham)] {
         for p in paths {
             let mut found = Vec::new();
@@ -188,8 +186,7 @@ pub fn train(
         batch.clear();
         Ok(())
     };
-    for (class, src) in &work {
-        let Source::File(path) = src;
+    for (class, path) in &work {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) => {

@@ -249,17 +249,19 @@ impl Record {
     }
 }
 
-/// Applies one message's change to a record: `sign` +1 learns, -1 takes back.
-pub fn apply(rec: &mut Record, class: Class, sign: i8, day: u32) {
+/// Applies `delta` messages of `class` to a record: positive learns (and dates the record),
+/// negative takes back, never below zero.
+pub fn apply(rec: &mut Record, class: Class, delta: i64, day: u32) {
     let c = match class {
         Class::Spam => &mut rec.counts.spam,
         Class::Ham => &mut rec.counts.ham,
     };
-    if sign > 0 {
-        *c = c.saturating_add(1);
+    let n = u32::try_from(delta.unsigned_abs()).unwrap_or(u32::MAX);
+    if delta > 0 {
+        *c = c.saturating_add(n);
         rec.day = day;
     } else {
-        *c = c.saturating_sub(1);
+        *c = c.saturating_sub(n);
     }
 }
 
@@ -318,7 +320,7 @@ impl Memory {
     }
 }
 
-pub(crate) fn bump(totals: &mut Totals, class: Class, sign: i8) {
+pub(crate) fn bump(totals: &mut Totals, class: Class, sign: i64) {
     let t = match class {
         Class::Spam => &mut totals.spam,
         Class::Ham => &mut totals.ham,
@@ -341,7 +343,7 @@ impl Store for Memory {
         for item in items {
             let seen = m.seen.get(&item.digest).map(|s| s.0);
             let (remove, add, outcome) = plan(item, seen, forget);
-            for (class, sign) in [(remove, -1i8), (add, 1i8)] {
+            for (class, sign) in [(remove, -1i64), (add, 1i64)] {
                 let Some(class) = class else { continue };
                 bump(&mut m.totals, class, sign);
                 for h in &item.hashes {

@@ -188,18 +188,17 @@ impl Store for Lmdb {
         let mut keys: Vec<(u64, (i64, i64))> = deltas.into_iter().filter(|(_, d)| *d != (0, 0)).collect();
         keys.sort_unstable_by_key(|(h, _)| *h);
         for (h, (ds, dh)) in keys {
-            let key = h;
             let mut rec =
-                self.tokens.get(&wtxn, &key).map_err(|e| self.err(e))?.and_then(Record::decode).unwrap_or_default();
+                self.tokens.get(&wtxn, &h).map_err(|e| self.err(e))?.and_then(Record::decode).unwrap_or_default();
             for (class, d) in [(Class::Spam, ds), (Class::Ham, dh)] {
-                for _ in 0..d.unsigned_abs() {
-                    apply(&mut rec, class, if d > 0 { 1 } else { -1 }, day);
+                if d != 0 {
+                    apply(&mut rec, class, d, day);
                 }
             }
             if rec.counts == Counts::default() {
-                self.tokens.delete(&mut wtxn, &key).map_err(|e| self.err(e))?;
+                self.tokens.delete(&mut wtxn, &h).map_err(|e| self.err(e))?;
             } else {
-                self.tokens.put(&mut wtxn, &key, &rec.encode()).map_err(|e| self.err(e))?;
+                self.tokens.put(&mut wtxn, &h, &rec.encode()).map_err(|e| self.err(e))?;
             }
         }
         for (digest, class) in seen_now {
