@@ -192,6 +192,8 @@ async fn run(args: Args) {
         let cfg = SessionConfig {
             xforward_hosts: vec!["127.0.0.0/8".parse().unwrap()],
             max_message_size: 64 << 20,
+            // The sink keeps everything in memory: it measures strainer, not a disk.
+            spool: strainer_receive::SpoolConfig::new(std::env::temp_dir(), usize::MAX, 1 << 30),
             ..SessionConfig::default()
         };
         let h = Arc::clone(&sink);

@@ -2,12 +2,12 @@
 //! file, line and key, and the conversion into each crate's own settings.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use strainer_receive::SessionConfig;
+use strainer_receive::{SessionConfig, SpoolConfig};
 use strainer_relay::RelayConfig;
 
 /// The whole configuration file.
@@ -97,6 +97,12 @@ pub struct ServerConfig {
     pub timeouts: Timeouts,
     /// Where `serve` writes its process id, for `strainer reload`; empty for none.
     pub pid_file: String,
+    /// Directory for messages spooled while received (on disk, not a tmpfs).
+    pub spool_dir: PathBuf,
+    /// Messages larger than this many bytes are spooled to `spool_dir` as they arrive.
+    pub spool_threshold: usize,
+    /// Bytes of spooled messages read back for scanning at once; more wait their turn.
+    pub spool_memory: usize,
 }
 
 /// `[server.timeouts]`
@@ -156,6 +162,9 @@ impl Default for ServerConfig {
             xforward_hosts: ["127.0.0.0/8", "::1/128"].iter().filter_map(|s| s.parse().ok()).collect(),
             timeouts: Timeouts::default(),
             pid_file: String::new(),
+            spool_dir: PathBuf::from("/var/tmp"),
+            spool_threshold: 256 * 1024,
+            spool_memory: 32 * 1024 * 1024,
         }
     }
 }
@@ -304,6 +313,12 @@ impl Config {
                 "must be at least Postfix's default message_size_limit (10240000)".into(),
             );
         }
+        if !s.spool_dir.is_absolute() {
+            return err("server", "spool_dir", "must be an absolute path to a directory on disk".into());
+        }
+        if s.spool_memory < 1024 * 1024 {
+            return err("server", "spool_memory", "must be at least 1048576 (1 MiB)".into());
+        }
         if s.max_line_length < 512 {
             return err("server", "max_line_length", "must be at least 512 (RFC 5321)".into());
         }
@@ -371,6 +386,7 @@ impl Config {
             data_timeout: s.timeouts.data,
             transaction_timeout: s.timeouts.transaction,
             xforward_hosts: s.xforward_hosts.clone(),
+            spool: SpoolConfig::new(&s.spool_dir, s.spool_threshold, s.spool_memory),
         }
     }
 
@@ -428,6 +444,8 @@ mod tests {
         let e = Config::parse("[server.timeouts]\n\ntransaction = \"700s\"\n", "s.toml").unwrap_err();
         assert_eq!((e.line, e.key.as_str()), (3, "server.timeouts.transaction"), "{e}");
         assert!(e.message.contains("600s"));
+        let e = Config::parse("[server]\nlisten = \"127.0.0.1:10025\"\nspool_dir = \"spool\"\n", "s.toml").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (3, "server.spool_dir"), "{e}");
     }
 }
 

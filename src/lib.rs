@@ -52,8 +52,15 @@ pub async fn serve_live(live: Arc<live::Live>, listener: TcpListener, stop: impl
         None => None,
     };
     let m = Some(live.metrics());
-    server::run(m, listener, config.session(), config.server.max_sessions, live, config.server.timeouts.shutdown, stop)
-        .await;
+    let session = config.session();
+    if let Err(e) = session.spool.create() {
+        tracing::error!(
+            dir = %session.spool.dir.display(),
+            error = %e,
+            "cannot create spool files (server.spool_dir): messages over server.spool_threshold will get 4xx until this is fixed"
+        );
+    }
+    server::run(m, listener, session, config.server.max_sessions, live, config.server.timeouts.shutdown, stop).await;
     if let Some(e) = endpoint {
         e.abort();
     }

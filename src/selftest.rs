@@ -351,7 +351,20 @@ pub async fn run(config: &Config) -> Vec<Check> {
     if config.bayes.enabled {
         out.push(bayes_check(config));
     }
+    out.push(spool_check(config));
     out
+}
+
+/// The spool directory takes files.
+fn spool_check(config: &Config) -> Check {
+    let s = &config.server;
+    match config.session().spool.create() {
+        Ok(_) => ok(format!("spool {}: messages over {} bytes wait here", s.spool_dir.display(), s.spool_threshold)),
+        Err(e) => fail(
+            format!("spool {}: {e}", s.spool_dir.display()),
+            "create the directory, writable by strainer, on disk (not a tmpfs), or fix server.spool_dir",
+        ),
+    }
 }
 
 /// The Bayes store: readable, and how much it has learnt.

@@ -26,6 +26,8 @@ pub struct DataDecoder {
     limit: usize,
     overflow: bool,
     bare_newlines: u64,
+    /// Bytes already handed to [`DataDecoder::drain_to`].
+    drained: usize,
 }
 
 /// What [`DataDecoder::feed`] found in a chunk.
@@ -40,13 +42,42 @@ pub struct Fed {
 impl DataDecoder {
     /// A decoder that keeps at most `limit` message bytes (more marks it oversized).
     pub fn new(limit: usize) -> Self {
+        DataDecoder::with_capacity(limit, 64 * 1024)
+    }
+
+    /// A decoder whose buffer starts at `capacity` bytes (the client's SIZE, say).
+    pub fn with_capacity(limit: usize, capacity: usize) -> Self {
         DataDecoder {
             state: State::LineStart,
-            out: Vec::with_capacity(limit.min(64 * 1024)),
+            out: Vec::with_capacity(limit.min(capacity)),
             limit,
             overflow: false,
             bare_newlines: 0,
+            drained: 0,
         }
+    }
+
+    /// Message bytes decoded so far, drained ones included.
+    pub fn len(&self) -> usize {
+        self.drained + self.out.len()
+    }
+
+    /// True before any message byte was decoded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes decoded but not yet drained.
+    pub fn buffered(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Writes the buffered bytes to `w` and empties the buffer (spooling a large message).
+    pub fn drain_to<W: std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(&self.out)?;
+        self.drained += self.out.len();
+        self.out.clear();
+        Ok(())
     }
 
     /// True when the message was larger than the limit; its bytes were dropped.
@@ -59,7 +90,7 @@ impl DataDecoder {
         self.bare_newlines
     }
 
-    /// The decoded message.
+    /// The decoded message (what was not drained).
     pub fn into_message(self) -> Vec<u8> {
         self.out
     }
@@ -68,7 +99,7 @@ impl DataDecoder {
         if self.overflow {
             return;
         }
-        if self.out.len() + bytes.len() > self.limit {
+        if self.drained + self.out.len() + bytes.len() > self.limit {
             self.overflow = true;
             self.out = Vec::new();
             return;
@@ -368,6 +399,40 @@ mod tests {
                 expect.extend_from_slice(b"\r\n");
             }
             prop_assert_eq!(d.into_message(), expect);
+        }
+
+        #[test]
+        fn draining_anywhere_keeps_the_bytes(msg in crlf_text(), cuts in proptest::collection::vec(0usize..200, 0..6)) {
+            let mut wire = Vec::new();
+            stuff(&msg, &mut wire);
+            let whole = decode_all(&wire).0;
+            let mut d = DataDecoder::with_capacity(1 << 20, 16);
+            let mut spooled = Vec::new();
+            let mut at = 0;
+            let mut done = false;
+            for c in cuts.iter().chain(std::iter::once(&usize::MAX)) {
+                let end = c.saturating_add(at).min(wire.len());
+                let f = d.feed(&wire[at..end]);
+                at += f.consumed;
+                done |= f.done;
+                d.drain_to(&mut spooled).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(d.buffered(), 0);
+                prop_assert_eq!(d.len(), spooled.len());
+            }
+            prop_assert!(done);
+            spooled.extend(d.into_message());
+            prop_assert_eq!(spooled, whole);
+        }
+
+        #[test]
+        fn drained_bytes_count_towards_the_limit(n in 1usize..64) {
+            let mut d = DataDecoder::new(n);
+            let body = vec![b'x'; n];
+            d.feed(&body[..n / 2 + 1]);
+            d.drain_to(&mut std::io::sink()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let f = d.feed(&[&body[n / 2 + 1..], &b"y\r\n.\r\n"[..]].concat());
+            prop_assert!(f.done);
+            prop_assert!(d.oversized());
         }
 
         #[test]

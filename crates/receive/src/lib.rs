@@ -10,5 +10,7 @@ pub mod command;
 pub mod data;
 mod line;
 mod session;
+pub mod spool;
 
 pub use session::{DataReply, Handler, Session, SessionConfig, Shutdown, new_id, refuse_busy};
+pub use spool::SpoolConfig;

@@ -10,8 +10,10 @@ use rand::Rng;
 use strainer_types::{ClientInfo, Enhanced, Envelope, MailParams, Recipient, Reply, Transaction};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
+
+use crate::spool::SpoolConfig;
 use tokio::time::{Instant, timeout, timeout_at};
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, error, info_span, warn};
 
 use crate::command::{self, Command, ParseError};
 use crate::data::DataDecoder;
@@ -40,6 +42,8 @@ pub struct SessionConfig {
     pub transaction_timeout: Duration,
     /// Clients allowed to send XFORWARD.
     pub xforward_hosts: Vec<IpNet>,
+    /// Large messages on disk while received, and the memory budget for scanning them.
+    pub spool: SpoolConfig,
 }
 
 impl Default for SessionConfig {
@@ -55,6 +59,7 @@ impl Default for SessionConfig {
             data_timeout: Duration::from_secs(300),
             transaction_timeout: Duration::from_secs(300),
             xforward_hosts: Vec::new(),
+            spool: SpoolConfig::default(),
         }
     }
 }
@@ -386,10 +391,18 @@ where
             self.say(554, (5, 5, 1), "Error: no valid recipients");
             return Ok(());
         }
+        let declared = env.params.size;
         self.reply(&Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
         self.flush().await?;
 
-        let mut decoder = DataDecoder::new(self.config.max_message_size);
+        // Start the buffer at the declared size (within reason) instead of growing it by doubling.
+        let hint = declared.and_then(|s| usize::try_from(s).ok()).map_or(16 * 1024, |s| s + 1024);
+        let spool_at = self.config.spool.threshold;
+        let mut decoder =
+            DataDecoder::with_capacity(self.config.max_message_size, hint.min(spool_at.saturating_add(64 * 1024)));
+        // Large messages go to an anonymous spool file as they arrive; a spool that fails is
+        // remembered and answered 4xx after the final dot (the client must be read to the end).
+        let mut spool: Option<std::io::Result<std::fs::File>> = None;
         let data_started = Instant::now();
         let deadline = data_started + self.config.data_timeout;
         loop {
@@ -409,6 +422,19 @@ where
             }
             let fed = decoder.feed(chunk);
             self.reader.consume(fed.consumed);
+            // Written in pieces of at least 64 KiB: page-cache writes, a few microseconds each.
+            if decoder.len() > spool_at && (fed.done || decoder.buffered() >= 64 * 1024) && !decoder.oversized() {
+                let file = spool.get_or_insert_with(|| self.config.spool.create());
+                if let Ok(f) = file
+                    && let Err(e) = decoder.drain_to(f)
+                {
+                    spool = Some(Err(e));
+                }
+                if matches!(spool, Some(Err(_))) {
+                    // Keep reading to the final dot without keeping the bytes.
+                    decoder.drain_to(&mut std::io::sink())?;
+                }
+            }
             if fed.done {
                 break;
             }
@@ -424,6 +450,40 @@ where
         if decoder.bare_newlines() > 0 {
             debug!(count = decoder.bare_newlines(), "normalised bare CR/LF to CRLF");
         }
+        let len = decoder.len();
+        // A spooled message is read back once the memory budget has room for it; waiting counts
+        // against the transaction deadline like the scan itself.
+        let mut _budget = None;
+        let message = match spool {
+            None => decoder.into_message(),
+            Some(Err(e)) => {
+                error!(error = %e, dir = %self.config.spool.dir.display(), "cannot spool the message (server.spool_dir); answering 4xx");
+                self.say(451, (4, 3, 0), "Error: cannot spool the message, try again later");
+                return Ok(());
+            }
+            Some(Ok(file)) => {
+                let wait = timeout(self.config.transaction_timeout, self.config.spool.reserve(len)).await;
+                let Ok(Some(permit)) = wait else {
+                    warn!(bytes = len, "no room in server.spool_memory before the transaction deadline; answering 4xx");
+                    self.say(451, (4, 3, 1), "Error: insufficient system resources, try again later");
+                    return Ok(());
+                };
+                _budget = Some(permit);
+                match tokio::task::spawn_blocking(move || crate::spool::read_back(file, len)).await {
+                    Ok(Ok(m)) => m,
+                    Ok(Err(e)) => {
+                        error!(error = %e, "cannot read the spooled message back; answering 4xx");
+                        self.say(451, (4, 3, 0), "Error: cannot spool the message, try again later");
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        error!(error = %e, "reading the spooled message back failed; answering 4xx");
+                        self.say(451, (4, 3, 0), "Error: cannot spool the message, try again later");
+                        return Ok(());
+                    }
+                }
+            }
+        };
         let n_rcpt = envelope.recipients.len();
         let tx = Transaction {
             id: new_id(),
@@ -432,7 +492,7 @@ where
             lmtp: self.config.lmtp,
             client,
             envelope,
-            message: decoder.into_message(),
+            message,
             receive_time: data_started.elapsed(),
         };
         let span = info_span!("tx", id = %tx.id, queue_id = tx.client.ident.as_deref().unwrap_or("-"));

@@ -394,3 +394,89 @@ async fn draining_lets_a_transaction_finish() {
     assert_eq!(c.reply().await.code, 421);
     assert_eq!(c.seen().len(), 1);
 }
+
+/// A message body of `n` bytes with dot lines and long lines, and its wire form.
+fn big_message(n: usize) -> (Vec<u8>, String) {
+    let mut m = String::from("Subject: big\r\n\r\n");
+    let mut i = 0;
+    while m.len() < n {
+        m.push_str(&format!(".line {i} {}\r\n", "x".repeat(i % 300)));
+        i += 1;
+    }
+    let wire = m.replace("\r\n.", "\r\n..") + ".\r\n";
+    (m.into_bytes(), wire)
+}
+
+fn spool_config(dir: &std::path::Path, threshold: usize, budget: usize) -> SessionConfig {
+    SessionConfig {
+        max_message_size: 10 << 20,
+        spool: strainer_receive::SpoolConfig::new(dir, threshold, budget),
+        ..config()
+    }
+}
+
+async fn send_message(c: &mut Client, wire: &str) -> Reply {
+    assert_eq!(c.cmd("MAIL FROM:<a@b>").await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<c@d>").await.code, 250);
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    c.send(wire).await;
+    c.reply().await
+}
+
+#[tokio::test]
+async fn large_messages_are_spooled_and_arrive_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    // Budget smaller than the message: it waits for the whole budget and still goes through.
+    let mut c = Client::start_with(spool_config(dir.path(), 4096, 1 << 20), Recorder::default(), "127.0.0.1:1").await;
+    c.cmd("EHLO postfix.test").await;
+    let (small, small_wire) = big_message(1000);
+    let (large, large_wire) = big_message(3 << 20);
+    assert_eq!(send_message(&mut c, &large_wire).await.code, 250);
+    assert_eq!(send_message(&mut c, &small_wire).await.code, 250);
+    assert_eq!(c.seen()[0].message, large);
+    assert_eq!(c.seen()[1].message, small);
+    // Spool files are unnamed: nothing is left in the directory.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn a_spool_that_cannot_be_written_answers_4xx_and_the_session_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let mut c = Client::start_with(spool_config(&missing, 4096, 1 << 20), Recorder::default(), "127.0.0.1:1").await;
+    c.cmd("EHLO postfix.test").await;
+    let (_, large_wire) = big_message(100_000);
+    let r = send_message(&mut c, &large_wire).await;
+    assert_eq!((r.code, r.enhanced), (451, Some(Enhanced(4, 3, 0))), "{r:?}");
+    // Read to the final dot: the next transaction is in step, and small mail still flows.
+    let (small, small_wire) = big_message(1000);
+    assert_eq!(send_message(&mut c, &small_wire).await.code, 250);
+    assert_eq!(c.seen().len(), 1);
+    assert_eq!(c.seen()[0].message, small);
+}
+
+#[tokio::test]
+async fn spooled_messages_wait_for_the_memory_budget_not_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    // The handler holds the first message forever, so it keeps its share of the budget.
+    let cfg = spool_config(dir.path(), 4096, 1 << 20);
+    let spool = cfg.spool.clone();
+    let hang = Recorder { hang: true, ..Recorder::default() };
+    let mut first = Client::start_with(cfg.clone(), hang, "127.0.0.1:1").await;
+    let cfg = SessionConfig { transaction_timeout: Duration::from_secs(1), ..cfg };
+    first.cmd("EHLO postfix.test").await;
+    let (_, wire) = big_message(2 << 20);
+    assert_eq!(first.cmd("MAIL FROM:<a@b>").await.code, 250);
+    assert_eq!(first.cmd("RCPT TO:<c@d>").await.code, 250);
+    assert_eq!(first.cmd("DATA").await.code, 354);
+    first.send(&wire).await;
+    while spool.available_kib() > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A second session with a large message waits, then gets 4xx at the deadline.
+    let mut second = Client::start_with(cfg, Recorder::default(), "127.0.0.1:2").await;
+    second.cmd("EHLO postfix.test").await;
+    let r = send_message(&mut second, &wire).await;
+    assert_eq!((r.code, r.enhanced), (451, Some(Enhanced(4, 3, 1))), "{r:?}");
+    assert!(second.seen().is_empty());
+}
