@@ -208,13 +208,20 @@ async fn run(args: Args) {
     for _ in 0..args.connections {
         let (msgs, next, to, total, lmtp) = (Arc::clone(&msgs), Arc::clone(&next), args.to, args.messages, args.lmtp);
         tasks.push(tokio::spawn(async move {
+            let connected = Instant::now();
             let s = TcpStream::connect(to).await.expect("connect");
             s.set_nodelay(true).unwrap();
             let (r, mut w) = s.into_split();
             let mut r = BufReader::new(r);
             let mut lat = Vec::new();
             let mut codes: BTreeMap<u16, usize> = BTreeMap::new();
-            read_reply(&mut r).await;
+            // No greeting within 30 s counts as 0: a stalled connection.
+            let greeting = tokio::time::timeout(Duration::from_secs(30), read_reply(&mut r)).await.unwrap_or(0);
+            let greeted = (greeting, connected.elapsed());
+            if greeting != 220 {
+                // Over the filter's session limit: the other connections take its messages.
+                return (lat, codes, greeted);
+            }
             w.write_all(if lmtp { b"LHLO load.test\r\n" } else { b"EHLO load.test\r\n" }).await.unwrap();
             read_reply(&mut r).await;
             loop {
@@ -240,15 +247,22 @@ async fn run(args: Args) {
                 *codes.entry(code).or_default() += 1;
             }
             let _ = w.write_all(b"QUIT\r\n").await;
-            (lat, codes)
+            (lat, codes, greeted)
         }));
     }
     let mut lat = Vec::new();
     let mut codes: BTreeMap<u16, usize> = BTreeMap::new();
+    let mut greetings: BTreeMap<u16, (usize, Duration)> = BTreeMap::new();
     for t in tasks {
-        let (l, c) = t.await.unwrap();
+        let (l, c, (g, took)) = t.await.unwrap();
         lat.extend(l);
         c.into_iter().for_each(|(k, v)| *codes.entry(k).or_default() += v);
+        let e = greetings.entry(g).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(took);
+    }
+    for (code, (n, slowest)) in &greetings {
+        println!("greetings {code}: {n} connections, slowest {:.1} ms from connect", slowest.as_secs_f64() * 1000.0);
     }
     let secs = start.elapsed().as_secs_f64();
     lat.sort_unstable();

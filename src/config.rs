@@ -101,7 +101,7 @@ pub struct ServerConfig {
     pub spool_dir: PathBuf,
     /// Messages larger than this many bytes are spooled to `spool_dir` as they arrive.
     pub spool_threshold: usize,
-    /// Bytes of spooled messages read back for scanning at once; more wait their turn.
+    /// Memory in bytes that scanning spooled messages may take at once (about 3x their size).
     pub spool_memory: usize,
 }
 
@@ -164,7 +164,7 @@ impl Default for ServerConfig {
             pid_file: String::new(),
             spool_dir: PathBuf::from("/var/tmp"),
             spool_threshold: 256 * 1024,
-            spool_memory: 32 * 1024 * 1024,
+            spool_memory: 64 * 1024 * 1024,
         }
     }
 }
@@ -316,8 +316,8 @@ impl Config {
         if !s.spool_dir.is_absolute() {
             return err("server", "spool_dir", "must be an absolute path to a directory on disk".into());
         }
-        if s.spool_memory < 1024 * 1024 {
-            return err("server", "spool_memory", "must be at least 1048576 (1 MiB)".into());
+        if s.spool_memory < 4 * 1024 * 1024 {
+            return err("server", "spool_memory", "must be at least 4194304 (4 MiB)".into());
         }
         if s.max_line_length < 512 {
             return err("server", "max_line_length", "must be at least 512 (RFC 5321)".into());

@@ -9,6 +9,20 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
 
+/// Listens on `addr` with room in the accept queue for a burst of `max_sessions` connections.
+///
+/// The default backlog (128) overflowed when 500 clients connected at once: the kernel dropped
+/// the handshakes it could not queue, and clients waited a second or more for a SYN-ACK
+/// retransmission, or forever, instead of getting our greeting or our 421.
+pub fn listen(addr: std::net::SocketAddr, max_sessions: usize) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    // The kernel caps this at net.core.somaxconn (4096 on current Debian).
+    let backlog = u32::try_from(max_sessions.saturating_mul(2)).unwrap_or(u32::MAX).max(1024);
+    socket.listen(backlog)
+}
+
 /// Serves sessions on `listener` with `handler` until `stop` resolves, then drains: idle
 /// sessions get 421 at once, transactions in flight may finish within `grace`, after which the
 /// rest are answered 421 (Postfix keeps those messages queued).

@@ -121,7 +121,7 @@ pub struct Strainer {
 
 impl Strainer {
     pub async fn start(config: Config) -> Strainer {
-        let listener = TcpListener::bind(config.server.listen).await.unwrap();
+        let listener = strainer::server::listen(config.server.listen, config.server.max_sessions).unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

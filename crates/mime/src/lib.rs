@@ -14,6 +14,8 @@ pub mod sniff;
 
 use std::time::{Duration, Instant};
 
+use std::borrow::Cow;
+
 use mail_parser::decoders::html::html_to_text;
 use mail_parser::parsers::MessageStream;
 use mail_parser::{HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
@@ -163,7 +165,7 @@ impl Walk<'_> {
         false
     }
 
-    fn walk(&mut self, msg: &Message<'_>, id: usize, path: String, child_base: &str, depth: usize) {
+    fn walk(&mut self, msg: &mut Message<'_>, id: usize, path: String, child_base: &str, depth: usize) {
         let Some(part) = msg.parts.get(id) else { return };
         if self.out_of_time() {
             return;
@@ -204,9 +206,16 @@ impl Walk<'_> {
             sloppy: false,
             data: None,
         };
-        match &part.body {
+        if matches!(part.body, PartType::Multipart(_)) {
+            self.check_boundary(msg, part, &p.path);
+        }
+        let problem = part.is_encoding_problem;
+        // The view takes the decoded body out of the parsed message instead of copying it: a
+        // large attachment is held once, not twice (issue #7's memory profile).
+        let Some(slot) = msg.parts.get_mut(id) else { return };
+        let body = std::mem::replace(&mut slot.body, PartType::Text(Cow::Borrowed("")));
+        match body {
             PartType::Multipart(children) => {
-                self.check_boundary(msg, part, &p.path);
                 self.view.parts.push(p);
                 for (i, child) in children.iter().enumerate() {
                     let cp =
@@ -214,7 +223,7 @@ impl Walk<'_> {
                     self.walk(msg, *child as usize, cp.clone(), &cp, depth + 1);
                 }
             }
-            PartType::Message(inner) => {
+            PartType::Message(mut inner) => {
                 p.size = inner.raw_message.len() as u64;
                 let base = p.path.clone();
                 self.view.parts.push(p);
@@ -224,19 +233,20 @@ impl Walk<'_> {
                     format!("{base}.1")
                 };
                 // The forwarded message's own headers count as a nesting level.
-                self.walk(inner, 0, inner_root, &base, depth + 1);
+                self.walk(&mut inner, 0, inner_root, &base, depth + 1);
             }
-            PartType::Text(t) => self.text_leaf(p, t.to_string(), part.is_encoding_problem),
+            PartType::Text(t) => self.text_leaf(p, t.into_owned(), problem),
             PartType::Html(h) => {
-                p.html = Some(h.to_string());
-                self.text_leaf(p, html_to_text(h), part.is_encoding_problem);
+                let text = html_to_text(&h);
+                p.html = Some(h.into_owned());
+                self.text_leaf(p, text, problem);
             }
             PartType::Binary(b) | PartType::InlineBinary(b) => {
-                if part.is_encoding_problem {
+                if problem {
                     self.flag("MIME_UNDECIPHERABLE", "part could not be decoded", &p.path);
                 }
                 p.size = b.len() as u64;
-                p.sniffed = sniff::sniff(b);
+                p.sniffed = sniff::sniff(&b);
                 let take = b.len().min(usize::try_from(self.budget.bytes_left).unwrap_or(usize::MAX));
                 if take < b.len() {
                     self.flag("MIME_LIMIT_BYTES", "decoded size over the limit; part not fully checked", &p.path);
@@ -244,7 +254,7 @@ impl Walk<'_> {
                 self.budget.bytes_left -= take as u64;
                 let kind = p.sniffed;
                 let ppath = p.path.clone();
-                let data = b[..take].to_vec();
+                let data = if take == b.len() { b.into_owned() } else { b[..take].to_vec() };
                 if let Some(k) = kind.filter(|k| k.is_listable_archive()) {
                     self.expand(k, &data, &ppath, 1);
                 } else if kind.is_some_and(Kind::is_opaque_archive) {
@@ -492,12 +502,12 @@ pub fn analyze(raw: &[u8], limits: &Limits) -> View {
     if let Some((a, b)) = confusable_boundaries(raw) {
         w.once("MIME_AMBIGUOUS", format!("boundary {b:?} overlaps boundary {a:?}"));
     }
-    let Some(msg) = MessageParser::default().parse(raw) else {
+    let Some(mut msg) = MessageParser::default().parse(raw) else {
         w.once("MIME_UNDECIPHERABLE", "not a parseable message");
         return w.view;
     };
     let root = if matches!(msg.parts.first().map(|r| &r.body), Some(PartType::Multipart(_))) { "0" } else { "1" };
-    w.walk(&msg, 0, root.to_string(), "", 0);
+    w.walk(&mut msg, 0, root.to_string(), "", 0);
     w.view
 }
 

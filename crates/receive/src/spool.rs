@@ -13,6 +13,10 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+/// Memory scanning takes per message byte: the message, its decoded attachments and what the
+/// scanners derive (measured with the load tool: a 20 MB message raised RSS by about 60 MB).
+pub const SCAN_COST: usize = 3;
+
 /// Where and above what size messages are spooled, and the memory budget for reading them back.
 #[derive(Debug, Clone)]
 pub struct SpoolConfig {
@@ -20,14 +24,15 @@ pub struct SpoolConfig {
     pub dir: PathBuf,
     /// Messages larger than this many bytes are written to `dir` while being received.
     pub threshold: usize,
-    /// KiB of spooled messages that may be in memory (being scanned) at once.
+    /// KiB of memory that scanning spooled messages may take at once.
     budget_kib: u32,
     permits: Arc<Semaphore>,
 }
 
 impl SpoolConfig {
-    /// Spools messages above `threshold` bytes in `dir`; at most `budget` bytes of them are read
-    /// back at once (one larger than the whole budget waits until it has it to itself).
+    /// Spools messages above `threshold` bytes in `dir`; scanning them may take `budget` bytes
+    /// of memory at once ([`SCAN_COST`] per message byte; one message larger than the whole
+    /// budget waits until it has it to itself).
     pub fn new(dir: impl Into<PathBuf>, threshold: usize, budget: usize) -> SpoolConfig {
         let budget_kib = u32::try_from(budget.div_ceil(1024)).unwrap_or(u32::MAX).max(1);
         SpoolConfig { dir: dir.into(), threshold, budget_kib, permits: Arc::new(Semaphore::new(budget_kib as usize)) }
@@ -38,9 +43,10 @@ impl SpoolConfig {
         tempfile::tempfile_in(&self.dir)
     }
 
-    /// Waits for room in the memory budget for a message of `len` bytes.
+    /// Waits for room in the memory budget to scan a message of `len` bytes.
     pub async fn reserve(&self, len: usize) -> Option<OwnedSemaphorePermit> {
-        let kib = u32::try_from(len.div_ceil(1024)).unwrap_or(u32::MAX).clamp(1, self.budget_kib);
+        let cost = len.saturating_mul(SCAN_COST);
+        let kib = u32::try_from(cost.div_ceil(1024)).unwrap_or(u32::MAX).clamp(1, self.budget_kib);
         Arc::clone(&self.permits).acquire_many_owned(kib).await.ok()
     }
 
@@ -52,7 +58,7 @@ impl SpoolConfig {
 
 impl Default for SpoolConfig {
     fn default() -> Self {
-        SpoolConfig::new(std::env::temp_dir(), 256 * 1024, 32 * 1024 * 1024)
+        SpoolConfig::new(std::env::temp_dir(), 256 * 1024, 64 * 1024 * 1024)
     }
 }
 
