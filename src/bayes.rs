@@ -138,7 +138,16 @@ pub struct Scanner {
     store: OnceLock<Arc<dyn Store>>,
     options: strainer_bayes::Options,
     params: strainer_bayes::Params,
+    /// After a failure the store is left alone until this instant, then tried again; the wait
+    /// doubles while it keeps failing. Without it, every message waited `bayes.timeout` on a
+    /// Redis that was down.
+    down: std::sync::Mutex<Option<(std::time::Instant, Duration)>>,
 }
+
+/// First wait after the store failed; doubled on each further failure up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest wait between attempts on a failing store.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 impl Scanner {
     /// A scanner for `config`.
@@ -149,6 +158,7 @@ impl Scanner {
             store: OnceLock::new(),
             options: strainer_bayes::Options::default(),
             params: strainer_bayes::Params::default(),
+            down: std::sync::Mutex::new(None),
         }
     }
 
@@ -176,7 +186,30 @@ impl Scanner {
     /// cannot be read (the message is still scanned by everything else).
     pub fn finding(&self, view: &View) -> Finding {
         let c = &self.config;
-        let classified = match self.classify(view, c.explain) {
+        let now = std::time::Instant::now();
+        let down = self.down.lock().map(|d| *d).unwrap_or(None);
+        if let Some((until, _)) = down.filter(|(until, _)| now < *until) {
+            return Finding::new(
+                "BAYES_UNAVAILABLE",
+                format!("store failed; next attempt in {}s", until.saturating_duration_since(now).as_secs() + 1),
+            );
+        }
+        let result = self.classify(view, c.explain);
+        if let Ok(mut d) = self.down.lock() {
+            match (&result, *d) {
+                (Err(e), prev) => {
+                    let wait = prev.map_or(FIRST_BACKOFF, |(_, w)| (w * 2).min(MAX_BACKOFF));
+                    tracing::warn!(error = %e, retry_s = wait.as_secs(), "bayes store unavailable; scoring without it");
+                    *d = Some((std::time::Instant::now() + wait, wait));
+                }
+                (Ok(_), Some(_)) => {
+                    tracing::info!("bayes store available again");
+                    *d = None;
+                }
+                (Ok(_), None) => {}
+            }
+        }
+        let classified = match result {
             Ok(Some(x)) => x,
             Ok(None) => {
                 return Finding::new(
@@ -187,10 +220,7 @@ impl Scanner {
                     ),
                 );
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "bayes store unavailable; scoring without it");
-                return Finding::new("BAYES_UNAVAILABLE", e.to_string());
-            }
+            Err(e) => return Finding::new("BAYES_UNAVAILABLE", e.to_string()),
         };
         let t = classified.totals;
         if t.spam < c.min_spam || t.ham < c.min_ham {

@@ -75,6 +75,46 @@ async fn an_unreachable_redis_store_skips_bayes_and_still_delivers() {
     assert!(header_line(&m, "X-Spam-Status:").contains("BAYES_UNAVAILABLE"), "{m}");
 }
 
+/// A Redis that fails is left alone for a while: the next messages do not wait on it again.
+#[tokio::test]
+async fn a_failing_redis_store_is_not_retried_for_every_message() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = attempts.clone();
+    // Accepts and hangs up at once: every attempt fails, and is counted.
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(s);
+        }
+    });
+    let mut cfg = cfg_with_bayes();
+    cfg.bayes.backend = strainer::bayes::Backend::Redis;
+    cfg.bayes.redis_url = format!("redis://{addr}/");
+    cfg.bayes.timeout = Duration::from_millis(500);
+    let sink = Sink::start(Behaviour::Accept).await;
+    cfg.relay.address = sink.addr.to_string();
+    let s = Strainer::start(cfg).await;
+    let (mut c, _) = Client::connect(s.addr).await;
+    c.cmd("EHLO postfix.test").await;
+    let msg = String::from_utf8_lossy(PROBE_SPAM).into_owned();
+    let r = c.transaction("MAIL FROM:<a@b.example>", &["RCPT TO:<c@d.example>"], &msg, false).await;
+    assert_eq!(r[0].code, 250, "{r:?}");
+    let after_first = attempts.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(after_first > 0, "the store was never tried");
+    for _ in 0..3 {
+        let r = c.transaction("MAIL FROM:<a@b.example>", &["RCPT TO:<c@d.example>"], &msg, false).await;
+        assert_eq!(r[0].code, 250, "{r:?}");
+    }
+    assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), after_first, "retried within the back-off");
+    let got = sink.got();
+    assert_eq!(got.len(), 4);
+    let last = String::from_utf8_lossy(&got[3].message).into_owned();
+    assert!(header_line(&last, "X-Spam-Status:").contains("BAYES_UNAVAILABLE"), "{last}");
+    s.stop().await;
+}
+
 /// `n` small distinct messages in `dir`, spammy or hammy words.
 fn synth(dir: &Path, n: usize, spam: bool) {
     std::fs::create_dir_all(dir).unwrap();
