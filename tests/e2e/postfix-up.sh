@@ -97,7 +97,7 @@ EOC
 grep -v '^#' "$dir/wiring-master.cf" >> "$conf/master.cf"
 
 {
-  for u in pass queue bulk bounce spam virus other; do echo "$u@test.example $u/"; done
+  for u in pass queue bulk bounce spam virus other large; do echo "$u@test.example $u/"; done
 } > "$conf/vmailbox"
 
 postfix -c "$conf" check
