@@ -502,7 +502,10 @@ pub fn analyze(raw: &[u8], limits: &Limits) -> View {
     if let Some((a, b)) = confusable_boundaries(raw) {
         w.once("MIME_AMBIGUOUS", format!("boundary {b:?} overlaps boundary {a:?}"));
     }
-    let Some(mut msg) = MessageParser::default().parse(raw) else {
+    // Only the MIME headers are parsed into structure: the view decodes top-level fields itself,
+    // and parsing Received, addresses and dates for nothing cost ~10% of the walk.
+    let parser = MessageParser::new().with_mime_headers().default_header_ignore();
+    let Some(mut msg) = parser.parse(raw) else {
         w.once("MIME_UNDECIPHERABLE", "not a parseable message");
         return w.view;
     };
