@@ -215,7 +215,7 @@ impl Tokenizer<'_> {
         if self.opts.received == 0 {
             return;
         }
-        for word in value.split(|c: char| c.is_whitespace() || "()[];<>".contains(c)) {
+        for word in value.split(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | '[' | ']' | ';' | '<' | '>')) {
             let w = word.trim_matches(|c: char| c == '.' || c == ',');
             if w.len() < 4 {
                 continue;
@@ -238,7 +238,7 @@ impl Tokenizer<'_> {
     }
 
     fn addresses(&mut self, prefix: &str, value: &str) {
-        for word in value.split(|c: char| c.is_whitespace() || "<>,;\"()".contains(c)) {
+        for word in value.split(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | ',' | ';' | '"' | '(' | ')')) {
             if let Some((_, dom)) = word.rsplit_once('@') {
                 let dom = dom.trim_end_matches('.').to_ascii_lowercase();
                 if !dom.is_empty() {
@@ -314,7 +314,11 @@ impl Tokenizer<'_> {
     }
 
     fn url_host(&mut self, rest: &str) {
-        let end = rest.find(|c: char| "/?#\"'<> \t\r\n:)]".contains(c)).unwrap_or(rest.len());
+        let end = rest
+            .find(|c: char| {
+                matches!(c, '/' | '?' | '#' | '"' | '\'' | '<' | '>' | ' ' | '\t' | '\r' | '\n' | ':' | ')' | ']')
+            })
+            .unwrap_or(rest.len());
         let host = &rest[..end.min(255)];
         let host = host.rsplit_once('@').map_or(host, |(_, h)| h).trim_end_matches('.');
         if host.is_empty() {
