@@ -396,7 +396,7 @@ where
         self.flush().await?;
 
         // Start the buffer at the declared size (within reason) instead of growing it by doubling.
-        let hint = declared.and_then(|s| usize::try_from(s).ok()).map_or(16 * 1024, |s| s + 1024);
+        let hint = declared.and_then(|s| usize::try_from(s).ok()).map_or(16 * 1024, |s| s.saturating_add(1024));
         let spool_at = self.config.spool.threshold;
         let mut decoder =
             DataDecoder::with_capacity(self.config.max_message_size, hint.min(spool_at.saturating_add(64 * 1024)));
@@ -451,8 +451,11 @@ where
             debug!(count = decoder.bare_newlines(), "normalised bare CR/LF to CRLF");
         }
         let len = decoder.len();
-        // A spooled message is read back once the memory budget has room for it; waiting counts
-        // against the transaction deadline like the scan itself.
+        // One deadline for everything between the final dot and our reply: waiting for memory
+        // and the handler together must stay within it, or Postfix could give up first
+        // (smtp_data_done_timeout) and deliver the message twice.
+        let tx_deadline = Instant::now() + self.config.transaction_timeout;
+        // A spooled message is read back once the memory budget has room for it.
         let mut _budget = None;
         let message = match spool {
             None => decoder.into_message(),
@@ -462,7 +465,7 @@ where
                 return Ok(());
             }
             Some(Ok(file)) => {
-                let wait = timeout(self.config.transaction_timeout, self.config.spool.reserve(len)).await;
+                let wait = timeout_at(tx_deadline, self.config.spool.reserve(len)).await;
                 let Ok(Some(permit)) = wait else {
                     warn!(bytes = len, "no room in server.spool_memory before the transaction deadline; answering 4xx");
                     self.say(451, (4, 3, 1), "Error: insufficient system resources, try again later");
@@ -497,7 +500,7 @@ where
         };
         let span = info_span!("tx", id = %tx.id, queue_id = tx.client.ident.as_deref().unwrap_or("-"));
         let handler = Arc::clone(&self.handler);
-        let work = timeout(self.config.transaction_timeout, handler.data(tx)).instrument(span);
+        let work = timeout_at(tx_deadline, handler.data(tx)).instrument(span);
         let mut shutdown = self.shutdown.clone();
         let outcome = tokio::select! {
             r = work => match r {

@@ -19,12 +19,15 @@ struct Recorder {
     seen: Mutex<Vec<Transaction>>,
     hang: bool,
     per_rcpt: bool,
+    /// Time the handler takes before answering.
+    delay: Duration,
 }
 
 impl Handler for Recorder {
     async fn data(&self, tx: Transaction) -> DataReply {
         let n = tx.envelope.recipients.len();
         self.seen.lock().unwrap().push(tx);
+        tokio::time::sleep(self.delay).await;
         if self.hang {
             std::future::pending::<()>().await;
         }
@@ -479,4 +482,41 @@ async fn spooled_messages_wait_for_the_memory_budget_not_forever() {
     let r = send_message(&mut second, &wire).await;
     assert_eq!((r.code, r.enhanced), (451, Some(Enhanced(4, 3, 1))), "{r:?}");
     assert!(second.seen().is_empty());
+}
+
+/// Waiting for memory and the handler share one deadline from the final dot: together they
+/// never keep Postfix waiting past `transaction_timeout` (it would give up and deliver twice).
+/// Virtual time: the clock only moves when everything waits.
+#[tokio::test(start_paused = true)]
+async fn waiting_for_memory_counts_against_the_transaction_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SessionConfig { transaction_timeout: Duration::from_secs(10), ..spool_config(dir.path(), 4096, 1 << 20) };
+    let spool = cfg.spool.clone();
+    let (_, wire) = big_message(2 << 20);
+    // The first message holds the whole budget for 6 s, then is accepted.
+    let slow = Recorder { delay: Duration::from_secs(6), ..Recorder::default() };
+    let mut first = Client::start_with(cfg.clone(), slow, "127.0.0.1:1").await;
+    first.cmd("EHLO postfix.test").await;
+    assert_eq!(first.cmd("MAIL FROM:<a@b>").await.code, 250);
+    assert_eq!(first.cmd("RCPT TO:<c@d>").await.code, 250);
+    assert_eq!(first.cmd("DATA").await.code, 354);
+    first.send(&wire).await;
+    while spool.available_kib() > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The second waits 6 s for memory, then its handler never answers.
+    let hang = Recorder { hang: true, ..Recorder::default() };
+    let mut second = Client::start_with(cfg, hang, "127.0.0.1:2").await;
+    second.cmd("EHLO postfix.test").await;
+    assert_eq!(second.cmd("MAIL FROM:<a@b>").await.code, 250);
+    assert_eq!(second.cmd("RCPT TO:<c@d>").await.code, 250);
+    assert_eq!(second.cmd("DATA").await.code, 354);
+    second.send(&wire).await;
+    let dot = tokio::time::Instant::now();
+    let r = second.reply().await;
+    let waited = dot.elapsed();
+    assert_eq!(r.code, 451, "{r:?}");
+    assert_eq!(second.seen().len(), 1, "the handler got the message after the wait");
+    assert!(waited <= Duration::from_secs(11), "answered {waited:?} after the final dot; the deadline is 10 s");
+    assert_eq!(first.reply().await.code, 250);
 }
