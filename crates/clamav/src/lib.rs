@@ -216,16 +216,27 @@ impl Client {
     }
 }
 
+/// Bytes gathered before a write: a whole message of common size goes in one write, instead of
+/// four (command, length, chunk, terminator), each a syscall and a segment clamd wakes up for.
+const SEND_BUF: usize = 256 * 1024;
+
 async fn exchange(s: &mut Box<dyn Stream>, command: &[u8], data: Option<&[u8]>) -> Result<String, ClamError> {
-    s.write_all(command).await?;
+    let size = command.len() + data.map_or(0, |d| d.len() + 4 * d.len().div_ceil(CHUNK) + 4);
+    let mut out = Vec::with_capacity(size.min(SEND_BUF + CHUNK + 8));
+    out.extend_from_slice(command);
     if let Some(data) = data {
         for chunk in data.chunks(CHUNK) {
             let len = u32::try_from(chunk.len()).map_err(|_| ClamError::Answer("chunk too large".into()))?;
-            s.write_all(&len.to_be_bytes()).await?;
-            s.write_all(chunk).await?;
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(chunk);
+            if out.len() >= SEND_BUF {
+                s.write_all(&out).await?;
+                out.clear();
+            }
         }
-        s.write_all(&0u32.to_be_bytes()).await?;
+        out.extend_from_slice(&0u32.to_be_bytes());
     }
+    s.write_all(&out).await?;
     s.flush().await?;
     // z-commands answer with one NUL-terminated line.
     let mut reply = Vec::new();
