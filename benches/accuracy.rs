@@ -231,6 +231,45 @@ fn main() {
             names.push(i);
         }
         let classify_ms = t.elapsed().as_secs_f64() * 1000.0 / test.len() as f64;
+        if let Ok(mix) = std::env::var("BAYES_LR") {
+            // Prototype: online logistic regression over the same hashed features (binary),
+            // a few passes in a fixed shuffled order; `mix` weights Fisher's log-odds in.
+            let mix: f64 = mix.parse().unwrap_or(0.0);
+            let epochs: usize = env("BAYES_LR_EPOCHS", 5);
+            let rate: f64 = env("BAYES_LR_RATE", 0.05);
+            let mut w: std::collections::HashMap<u64, f64> = std::collections::HashMap::new();
+            let mut order = train.clone();
+            let mut seed = 12345u64;
+            for _ in 0..epochs {
+                for k in (1..order.len()).rev() {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    order.swap(k, (seed >> 33) as usize % (k + 1));
+                }
+                for &i in &order {
+                    let f = &toks[i].hashes;
+                    let z: f64 = f.iter().map(|h| w.get(h).copied().unwrap_or(0.0)).sum();
+                    let p = 1.0 / (1.0 + (-z).exp());
+                    let y = if msgs[i].spam { 1.0 } else { 0.0 };
+                    let g = rate * (y - p);
+                    for h in f {
+                        *w.entry(*h).or_insert(0.0) += g;
+                    }
+                }
+            }
+            let lr: Vec<(f64, bool)> = test
+                .iter()
+                .zip(&scores)
+                .map(|(&i, (fisher, spam))| {
+                    let z: f64 = toks[i].hashes.iter().map(|h| w.get(h).copied().unwrap_or(0.0)).sum();
+                    (z + mix * fisher, *spam)
+                })
+                .collect();
+            let m = metrics(&lr, 0.0);
+            println!(
+                "| {name} LR (mix {mix}) | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | | |",
+                m.fp, m.fn_, m.fn_at0, m.fn_at01, m.one_minus_auc
+            );
+        }
         let _ = &toks;
         let m = metrics(&scores, threshold);
         println!(
