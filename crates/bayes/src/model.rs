@@ -113,21 +113,8 @@ pub fn classify(counts: &[Counts], totals: Totals, p: &Params, keep_strongest: u
         fs.truncate(p.max_features);
     }
     let log_odds = match p.method {
-        Method::NaiveBayes => {
-            let sum: f64 = fs.iter().map(|(_, f)| (f / (1.0 - f)).ln()).sum();
-            if p.evidence_cap > 0 && fs.len() > p.evidence_cap {
-                sum * p.evidence_cap as f64 / fs.len() as f64
-            } else {
-                sum
-            }
-        }
-        Method::Combined(w, cap) => {
-            let nb = {
-                let sum: f64 = fs.iter().map(|(_, f)| (f / (1.0 - f)).ln()).sum();
-                if fs.len() > cap { sum * cap as f64 / fs.len() as f64 } else { sum }
-            };
-            fisher(&fs, p.evidence_cap) + w * nb
-        }
+        Method::NaiveBayes => naive_bayes(&fs, p.evidence_cap),
+        Method::Combined(w, cap) => fisher(&fs, p.evidence_cap) + w * naive_bayes(&fs, cap),
         Method::Fisher => fisher(&fs, p.evidence_cap),
     };
     let probability = 1.0 / (1.0 + (-log_odds).exp());
@@ -139,32 +126,33 @@ pub fn classify(counts: &[Counts], totals: Totals, p: &Params, keep_strongest: u
     Score { log_odds, probability, used: fs.len(), strongest }
 }
 
+/// The sum of the features' log-odds, counting at most `cap` of them (0: no cap).
+fn naive_bayes(fs: &[(usize, f64)], cap: usize) -> f64 {
+    let sum: f64 = fs.iter().map(|(_, f)| (f / (1.0 - f)).ln()).sum();
+    if cap > 0 && fs.len() > cap { sum * cap as f64 / fs.len() as f64 } else { sum }
+}
+
 /// The logit of Robinson's indicator over features `fs`, counting at most `cap` of them.
 fn fisher(fs: &[(usize, f64)], cap: usize) -> f64 {
-    {
-        {
-            if fs.is_empty() {
-                0.0
-            } else {
-                let mut hs = -2.0 * ln_product(fs.iter().map(|(_, f)| *f));
-                let mut ss = -2.0 * ln_product(fs.iter().map(|(_, f)| 1.0 - f));
-                let mut n = fs.len();
-                if cap > 0 && n > cap {
-                    // Long messages: the features are far from independent, so count them as
-                    // `cap` features of the same average strength.
-                    let k = cap as f64 / n as f64;
-                    hs *= k;
-                    ss *= k;
-                    n = cap;
-                }
-                // logit of Robinson's I = (1 + H - S) / 2 with H = Q(hs), S = Q(ss):
-                // I ∝ P(ss) + Q(hs) and 1 - I ∝ P(hs) + Q(ss), each summed in log space.
-                let spam = log_add(ln_chi2p(ss, n), ln_chi2q(hs, n));
-                let ham = log_add(ln_chi2p(hs, n), ln_chi2q(ss, n));
-                spam - ham
-            }
-        }
+    if fs.is_empty() {
+        return 0.0;
     }
+    let mut hs = -2.0 * ln_product(fs.iter().map(|(_, f)| *f));
+    let mut ss = -2.0 * ln_product(fs.iter().map(|(_, f)| 1.0 - f));
+    let mut n = fs.len();
+    if cap > 0 && n > cap {
+        // Long messages: the features are far from independent, so count them as `cap`
+        // features of the same average strength.
+        let k = cap as f64 / n as f64;
+        hs *= k;
+        ss *= k;
+        n = cap;
+    }
+    // logit of Robinson's I = (1 + H - S) / 2 with H = Q(hs), S = Q(ss):
+    // I ∝ P(ss) + Q(hs) and 1 - I ∝ P(hs) + Q(ss), each summed in log space.
+    let spam = log_add(ln_chi2p(ss, n), ln_chi2q(hs, n));
+    let ham = log_add(ln_chi2p(hs, n), ln_chi2q(ss, n));
+    spam - ham
 }
 
 /// `ln` of the product of `values` (each in [1e-9, 1]): one logarithm per 32 factors instead of
@@ -194,13 +182,12 @@ pub fn ln_chi2q(chi: f64, n: usize) -> f64 {
     if m <= 0.0 {
         return 0.0;
     }
-    let (sum, _, scale) = poisson_head(m, n);
+    let (sum, scale) = poisson_head(m, n);
     (-m + sum.ln() + scale).min(0.0)
 }
 
-/// `Σ_{i<n} m^i / i!` as (sum, last term, ln scale): both numbers are to be multiplied by
-/// `e^scale`.
-fn poisson_head(m: f64, n: usize) -> (f64, f64, f64) {
+/// `Σ_{i<n} m^i / i!` as (sum, ln scale): the sum is to be multiplied by `e^scale`.
+fn poisson_head(m: f64, n: usize) -> (f64, f64) {
     let (mut t, mut sum, mut scale) = (1.0f64, 1.0f64, 0.0f64);
     for i in 1..n {
         t *= m / i as f64;
@@ -211,7 +198,7 @@ fn poisson_head(m: f64, n: usize) -> (f64, f64, f64) {
             scale += BIG.ln();
         }
     }
-    (sum, t, scale)
+    (sum, scale)
 }
 
 /// `ln P(chi | 2n)`: log of the lower tail (`1 - Q`), accurate when it is tiny.
