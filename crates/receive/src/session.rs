@@ -472,15 +472,11 @@ where
                     return Ok(());
                 };
                 _budget = Some(permit);
-                match tokio::task::spawn_blocking(move || crate::spool::read_back(file, len)).await {
-                    Ok(Ok(m)) => m,
-                    Ok(Err(e)) => {
-                        error!(error = %e, "cannot read the spooled message back; answering 4xx");
-                        self.say(451, (4, 3, 0), "Error: cannot spool the message, try again later");
-                        return Ok(());
-                    }
+                let read = tokio::task::spawn_blocking(move || crate::spool::read_back(file, len)).await;
+                match read.map_err(std::io::Error::other).and_then(|r| r) {
+                    Ok(m) => m,
                     Err(e) => {
-                        error!(error = %e, "reading the spooled message back failed; answering 4xx");
+                        error!(error = %e, "cannot read the spooled message back; answering 4xx");
                         self.say(451, (4, 3, 0), "Error: cannot spool the message, try again later");
                         return Ok(());
                     }

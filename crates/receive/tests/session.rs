@@ -418,12 +418,25 @@ fn spool_config(dir: &std::path::Path, threshold: usize, budget: usize) -> Sessi
     }
 }
 
-async fn send_message(c: &mut Client, wire: &str) -> Reply {
+/// Sends a whole transaction up to and including the final dot, without reading the reply.
+async fn begin_message(c: &mut Client, wire: &str) {
     assert_eq!(c.cmd("MAIL FROM:<a@b>").await.code, 250);
     assert_eq!(c.cmd("RCPT TO:<c@d>").await.code, 250);
     assert_eq!(c.cmd("DATA").await.code, 354);
     c.send(wire).await;
+}
+
+async fn send_message(c: &mut Client, wire: &str) -> Reply {
+    begin_message(c, wire).await;
     c.reply().await
+}
+
+/// Starts `wire` on `c` and waits until its spooled message holds the whole memory budget.
+async fn hold_the_budget(c: &mut Client, wire: &str, spool: &strainer_receive::SpoolConfig) {
+    begin_message(c, wire).await;
+    while spool.available_kib() > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]
@@ -469,13 +482,7 @@ async fn spooled_messages_wait_for_the_memory_budget_not_forever() {
     let cfg = SessionConfig { transaction_timeout: Duration::from_secs(1), ..cfg };
     first.cmd("EHLO postfix.test").await;
     let (_, wire) = big_message(2 << 20);
-    assert_eq!(first.cmd("MAIL FROM:<a@b>").await.code, 250);
-    assert_eq!(first.cmd("RCPT TO:<c@d>").await.code, 250);
-    assert_eq!(first.cmd("DATA").await.code, 354);
-    first.send(&wire).await;
-    while spool.available_kib() > 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    hold_the_budget(&mut first, &wire, &spool).await;
     // A second session with a large message waits, then gets 4xx at the deadline.
     let mut second = Client::start_with(cfg, Recorder::default(), "127.0.0.1:2").await;
     second.cmd("EHLO postfix.test").await;
@@ -497,21 +504,12 @@ async fn waiting_for_memory_counts_against_the_transaction_deadline() {
     let slow = Recorder { delay: Duration::from_secs(6), ..Recorder::default() };
     let mut first = Client::start_with(cfg.clone(), slow, "127.0.0.1:1").await;
     first.cmd("EHLO postfix.test").await;
-    assert_eq!(first.cmd("MAIL FROM:<a@b>").await.code, 250);
-    assert_eq!(first.cmd("RCPT TO:<c@d>").await.code, 250);
-    assert_eq!(first.cmd("DATA").await.code, 354);
-    first.send(&wire).await;
-    while spool.available_kib() > 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    hold_the_budget(&mut first, &wire, &spool).await;
     // The second waits 6 s for memory, then its handler never answers.
     let hang = Recorder { hang: true, ..Recorder::default() };
     let mut second = Client::start_with(cfg, hang, "127.0.0.1:2").await;
     second.cmd("EHLO postfix.test").await;
-    assert_eq!(second.cmd("MAIL FROM:<a@b>").await.code, 250);
-    assert_eq!(second.cmd("RCPT TO:<c@d>").await.code, 250);
-    assert_eq!(second.cmd("DATA").await.code, 354);
-    second.send(&wire).await;
+    begin_message(&mut second, &wire).await;
     let dot = tokio::time::Instant::now();
     let r = second.reply().await;
     let waited = dot.elapsed();
