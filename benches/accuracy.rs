@@ -9,15 +9,16 @@
 //!
 //! Knobs for measuring variants (environment): BAYES_METHOD=fisher|nb, BAYES_S, BAYES_MINDEV,
 //! BAYES_MAXF, BAYES_CAP, BAYES_BIGRAMS=0, BAYES_HEADERS=0, BAYES_MARKUP=0, BAYES_MINLEN, BAYES_MAXLEN,
-//! BAYES_RECEIVED=0|1|2, BAYES_RECIPIENTS=0, BAYES_CAPS=1, BAYES_THRESHOLD.
+//! BAYES_RECEIVED=0|1|2, BAYES_RECIPIENTS=0, BAYES_CAPS=1, BAYES_THRESHOLD, BAYES_LINEAR=0 (Fisher alone).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use sha2::{Digest as _, Sha256};
-use strainer_bayes::store::{Item, Memory, lmdb::Lmdb, lmdb::Snapshotted};
-use strainer_bayes::{Class, Digest, Method, Options, Params, Store, Tokens, tokenize};
+use strainer_bayes::linear::Mixer;
+use strainer_bayes::store::{Memory, lmdb::Lmdb, lmdb::Snapshotted};
+use strainer_bayes::{Class, Item, Method, Options, Params, Store, Tokens, Vector, tokenize};
 
 struct Msg {
     folder: String,
@@ -124,6 +125,36 @@ fn rand_suffix() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
 }
 
+/// The training messages in the order `strainer train` learns them: each folder in name order,
+/// the two classes interleaved by what is left of each in bytes.
+fn mixed(msgs: &[Msg], mut train: Vec<usize>) -> Vec<usize> {
+    if let Some(mut seed) = std::env::var("BAYES_SHUFFLE").ok().and_then(|v| v.parse::<u64>().ok()) {
+        // Exploration: a random order within each class instead of folder order.
+        for k in (1..train.len()).rev() {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            train.swap(k, (seed >> 33) as usize % (k + 1));
+        }
+    }
+    let (mut spam, mut ham): (Vec<usize>, Vec<usize>) = train.into_iter().partition(|&i| msgs[i].spam);
+    strainer_bayes::linear::shuffle(&mut spam);
+    strainer_bayes::linear::shuffle(&mut ham);
+    let (mut spam, mut ham) = (std::collections::VecDeque::from(spam), std::collections::VecDeque::from(ham));
+    let bytes = |q: &std::collections::VecDeque<usize>| q.iter().map(|&i| msgs[i].raw.len() as u64).sum::<u64>();
+    let (mut spam_left, mut ham_left) = (bytes(&spam), bytes(&ham));
+    let mut mixer = Mixer::default();
+    let mut out = Vec::new();
+    while !spam.is_empty() || !ham.is_empty() {
+        let w = |q: &std::collections::VecDeque<usize>, left: u64| if q.is_empty() { 0 } else { left.max(1) };
+        let i = if mixer.pick(w(&spam, spam_left), w(&ham, ham_left)) == Class::Spam {
+            spam.pop_front().inspect(|&i| spam_left = spam_left.saturating_sub(msgs[i].raw.len() as u64))
+        } else {
+            ham.pop_front().inspect(|&i| ham_left = ham_left.saturating_sub(msgs[i].raw.len() as u64))
+        };
+        out.extend(i);
+    }
+    out
+}
+
 /// Whether message i is in the training part.
 type Split<'a> = Box<dyn Fn(usize) -> Option<bool> + 'a>;
 
@@ -164,11 +195,26 @@ fn main() {
         ..d
     };
     let threshold = env("BAYES_THRESHOLD", strainer_bayes::DEFAULT_THRESHOLD);
+    let linear = env("BAYES_LINEAR", 1) == 1;
+    // How much the margin counts, relative to what ships (1.0).
+    let lscale: f64 = env("BAYES_LSCALE", 1.0);
     let limits = strainer_mime::Limits::default();
     let t0 = Instant::now();
     let toks: Vec<Tokens> =
         msgs.iter().map(|m| tokenize(&strainer_mime::analyze(&m.raw, &limits), &opts, false)).collect();
     let tok_secs = t0.elapsed().as_secs_f64();
+    if let Ok(path) = std::env::var("BAYES_EXPORT") {
+        // Exploration aid: one line per message, "folder name spam hash hash ...".
+        use std::io::Write as _;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+        for (m, t) in msgs.iter().zip(&toks) {
+            write!(f, "{} {} {}", m.folder, m.name, u8::from(m.spam)).unwrap();
+            for h in &t.hashes {
+                write!(f, " {h:x}").unwrap();
+            }
+            writeln!(f).unwrap();
+        }
+    }
     let mean_tokens = toks.iter().map(|t| t.hashes.len()).sum::<usize>() as f64 / toks.len() as f64;
     println!(
         "{} messages; MIME + tokenize {:.3} ms/msg; {:.0} features/msg; store {}; {:?}",
@@ -192,7 +238,7 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|");
     for (name, is_train) in &splits {
         let store = new_store(&store_kind, tmp.path());
-        let train: Vec<usize> = (0..msgs.len()).filter(|&i| is_train(i) == Some(true)).collect();
+        let train = mixed(&msgs, (0..msgs.len()).filter(|&i| is_train(i) == Some(true)).collect());
         let test: Vec<usize> = (0..msgs.len()).filter(|&i| is_train(i) == Some(false)).collect();
         // Training as `strainer train` does it: MIME, tokenize, learn in batches.
         let t = Instant::now();
@@ -202,11 +248,7 @@ fn main() {
                 .map(|&i| {
                     let view = strainer_mime::analyze(&msgs[i].raw, &limits);
                     let tk = tokenize(&view, &opts, false);
-                    Item {
-                        digest: Digest::of(&msgs[i].raw),
-                        class: if msgs[i].spam { Class::Spam } else { Class::Ham },
-                        hashes: tk.hashes,
-                    }
+                    Item::new(&msgs[i].raw, if msgs[i].spam { Class::Spam } else { Class::Ham }, tk.hashes)
                 })
                 .collect();
             store.learn(&items, false).unwrap();
@@ -226,51 +268,14 @@ fn main() {
             let view = strainer_mime::analyze(&msgs[i].raw, &limits);
             let tk = tokenize(&view, &opts, false);
             let totals = store.lookup(&tk.hashes, &mut counts).unwrap();
-            let s = strainer_bayes::model::classify(&counts, totals, &params, 0);
+            let mut s = strainer_bayes::model::classify(&counts, totals, &params, 0);
+            if linear {
+                s.add_margin(lscale * store.margin(&Vector::of(&tk.hashes, &msgs[i].raw)).unwrap());
+            }
             scores.push((s.log_odds, msgs[i].spam));
             names.push(i);
         }
         let classify_ms = t.elapsed().as_secs_f64() * 1000.0 / test.len() as f64;
-        if let Ok(mix) = std::env::var("BAYES_LR") {
-            // Prototype: online logistic regression over the same hashed features (binary),
-            // a few passes in a fixed shuffled order; `mix` weights Fisher's log-odds in.
-            let mix: f64 = mix.parse().unwrap_or(0.0);
-            let epochs: usize = env("BAYES_LR_EPOCHS", 5);
-            let rate: f64 = env("BAYES_LR_RATE", 0.05);
-            let mut w: std::collections::HashMap<u64, f64> = std::collections::HashMap::new();
-            let mut order = train.clone();
-            let mut seed = 12345u64;
-            for _ in 0..epochs {
-                for k in (1..order.len()).rev() {
-                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    order.swap(k, (seed >> 33) as usize % (k + 1));
-                }
-                for &i in &order {
-                    let f = &toks[i].hashes;
-                    let z: f64 = f.iter().map(|h| w.get(h).copied().unwrap_or(0.0)).sum();
-                    let p = 1.0 / (1.0 + (-z).exp());
-                    let y = if msgs[i].spam { 1.0 } else { 0.0 };
-                    let g = rate * (y - p);
-                    for h in f {
-                        *w.entry(*h).or_insert(0.0) += g;
-                    }
-                }
-            }
-            let lr: Vec<(f64, bool)> = test
-                .iter()
-                .zip(&scores)
-                .map(|(&i, (fisher, spam))| {
-                    let z: f64 = toks[i].hashes.iter().map(|h| w.get(h).copied().unwrap_or(0.0)).sum();
-                    (z + mix * fisher, *spam)
-                })
-                .collect();
-            let m = metrics(&lr, 0.0);
-            println!(
-                "| {name} LR (mix {mix}) | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | | |",
-                m.fp, m.fn_, m.fn_at0, m.fn_at01, m.one_minus_auc
-            );
-        }
-        let _ = &toks;
         let m = metrics(&scores, threshold);
         println!(
             "| {name} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} | {:.3} |",
@@ -303,7 +308,7 @@ fn main() {
                 .chain(order.iter().filter(|&&k| scores[k].1).take(2))
             {
                 let view = strainer_mime::analyze(&msgs[names[k]].raw, &limits);
-                let c = bayes.classify(&view, 20).unwrap();
+                let c = bayes.classify(&msgs[names[k]].raw, &view, 20).unwrap();
                 println!(
                     "  {} {:.1}: {:?}",
                     msgs[names[k]].name,

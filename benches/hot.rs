@@ -84,7 +84,7 @@ fn bench(c: &mut Criterion) {
 /// trained on 400 synthetic messages.
 fn bayes(c: &mut Criterion) {
     use strainer_bayes::store::{Item, lmdb::Lmdb};
-    use strainer_bayes::{Class, Digest, Options, Params, Store, tokenize};
+    use strainer_bayes::{Class, Options, Params, Store, tokenize};
     let limits = strainer_mime::Limits::default();
     let mut raw = b"From: News <news@list.example.org>\r\nTo: b@example.net\r\nSubject: Weekly digest: releases, talks and offers\r\nContent-Type: text/html\r\n\r\n<html><body>".to_vec();
     for i in 0..60 {
@@ -108,11 +108,11 @@ fn bayes(c: &mut Criterion) {
                 i % 29
             );
             let v = strainer_mime::analyze(m.as_bytes(), &limits);
-            Item {
-                digest: Digest::of(m.as_bytes()),
-                class: if i % 2 == 0 { Class::Spam } else { Class::Ham },
-                hashes: tokenize(&v, &opts, false).hashes,
-            }
+            Item::new(
+                m.as_bytes(),
+                if i % 2 == 0 { Class::Spam } else { Class::Ham },
+                tokenize(&v, &opts, false).hashes,
+            )
         })
         .collect();
     store.learn(&items, false).unwrap();

@@ -44,10 +44,10 @@ pub struct BayesConfig {
     pub min_spam: u64,
     /// No score until this many ham messages were learnt.
     pub min_ham: u64,
-    /// Log-odds at and above which the scorer calls a message spam (BAYES_SPAM); at or below
+    /// Score at and above which the scorer calls a message spam (BAYES_SPAM); at or below
     /// minus this, ham (BAYES_HAM); between, BAYES_UNSURE.
     pub threshold: f64,
-    /// Policy points per unit of log-odds (the default puts `threshold` at policy.spam = 5).
+    /// Policy points per unit of score (the default puts `threshold` near policy.spam = 5).
     pub points_per_log_odds: f64,
     /// Most points Bayes adds (the default stays under policy.quarantine: Bayes alone tags).
     pub max_points: f64,
@@ -75,7 +75,7 @@ impl Default for BayesConfig {
             min_spam: 200,
             min_ham: 200,
             threshold: strainer_bayes::DEFAULT_THRESHOLD,
-            points_per_log_odds: 3.4,
+            points_per_log_odds: 0.42,
             max_points: 12.0,
             min_points: -5.0,
             max_tokens: 1_000_000,
@@ -174,17 +174,18 @@ impl Scanner {
         Ok(Some(self.store.get_or_init(|| s).clone()))
     }
 
-    /// Classifies a message; `explain` names that many strongest features.
-    pub fn classify(&self, view: &View, explain: usize) -> anyhow::Result<Option<Classified>> {
+    /// Classifies message `raw` (taken apart as `view`); `explain` names that many strongest
+    /// features.
+    pub fn classify(&self, raw: &[u8], view: &View, explain: usize) -> anyhow::Result<Option<Classified>> {
         let Some(store) = self.store()? else { return Ok(None) };
         let b = Bayes { store: &*store, options: self.options.clone(), params: self.params };
-        Ok(Some(b.classify(view, explain)?))
+        Ok(Some(b.classify(raw, view, explain)?))
     }
 
     /// The finding for a message: BAYES_SPAM / BAYES_UNSURE / BAYES_HAM with points, or
     /// BAYES_UNTRAINED (no points) until enough was learnt, or BAYES_UNAVAILABLE when the store
     /// cannot be read (the message is still scanned by everything else).
-    pub fn finding(&self, view: &View) -> Finding {
+    pub fn finding(&self, raw: &[u8], view: &View) -> Finding {
         let c = &self.config;
         let now = std::time::Instant::now();
         let down = self.down.lock().map(|d| *d).unwrap_or(None);
@@ -194,7 +195,7 @@ impl Scanner {
                 format!("store failed; next attempt in {}s", until.saturating_duration_since(now).as_secs() + 1),
             );
         }
-        let result = self.classify(view, c.explain);
+        let result = self.classify(raw, view, c.explain);
         if let Ok(mut d) = self.down.lock() {
             match (&result, *d) {
                 (Err(e), prev) => {
@@ -242,8 +243,9 @@ impl Scanner {
         let mut f = Finding::new(
             name,
             format!(
-                "p={:.4} log-odds={l:.2} features={}{}{}",
+                "p={:.4} score={l:.2} margin={:.2} features={}{}{}",
                 classified.score.probability,
+                classified.score.margin,
                 classified.score.used,
                 if strongest.is_empty() { "" } else { " strongest: " },
                 strongest.join(" ")

@@ -244,7 +244,7 @@ impl Local {
         }
         lap("rules");
         if let Some(b) = &self.bayes {
-            findings.push(b.finding(&view));
+            findings.push(b.finding(message, &view));
             lap("bayes");
         }
         Report { view, findings, hits, timings }

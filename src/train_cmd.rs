@@ -4,8 +4,8 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use strainer_bayes::store::Item;
-use strainer_bayes::{Class, Digest, Learned, Store, tokenize};
+use strainer_bayes::linear::Mixer;
+use strainer_bayes::{Class, Item, Learned, Store, tokenize};
 
 use crate::config::Config;
 
@@ -147,7 +147,65 @@ impl Progress {
     }
 }
 
-/// Learns (or forgets) every message under `spam` and `ham` into `store`.
+/// The messages of one class still to learn, read a file at a time.
+struct Stream {
+    class: Class,
+    files: std::collections::VecDeque<(PathBuf, u64)>,
+    buffered: std::collections::VecDeque<Vec<u8>>,
+    /// Bytes not yet learnt (file sizes, then message sizes): how the classes are interleaved.
+    left: u64,
+    done: bool,
+}
+
+impl Stream {
+    fn new(class: Class, paths: &[PathBuf]) -> anyhow::Result<Stream> {
+        let mut files = std::collections::VecDeque::new();
+        for p in paths {
+            let mut found = Vec::new();
+            messages(p, &mut found).map_err(|e| {
+                anyhow::anyhow!("{}: {e}; give a message file, an mbox, a Maildir or a directory", p.display())
+            })?;
+            files.extend(found.into_iter().map(|f| {
+                let size = std::fs::metadata(&f).map_or(0, |m| m.len());
+                (f, size)
+            }));
+        }
+        strainer_bayes::linear::shuffle(files.make_contiguous());
+        let left = files.iter().map(|f| f.1).sum();
+        Ok(Stream { class, files, buffered: Default::default(), left, done: false })
+    }
+
+    /// The next message, reading the next file when needed; `None` (and done) at the end.
+    fn next(&mut self, sums: &mut Summary, files_read: &mut usize) -> Option<Vec<u8>> {
+        loop {
+            if let Some(m) = self.buffered.pop_front() {
+                self.left = self.left.saturating_sub(m.len() as u64);
+                return Some(m);
+            }
+            let Some((path, size)) = self.files.pop_front() else {
+                self.done = true;
+                return None;
+            };
+            *files_read += 1;
+            match std::fs::read(&path) {
+                Ok(b) => self.buffered = split_file(b).into(),
+                Err(e) => {
+                    sums.unreadable.push(format!("{}: {e}", path.display()));
+                    self.left = self.left.saturating_sub(size);
+                }
+            }
+        }
+    }
+
+    /// What is left, for the mixer: nothing once done, at least 1 before.
+    fn weight(&self) -> u64 {
+        if self.done { 0 } else { self.left.max(1) }
+    }
+}
+
+/// Learns (or forgets) every message under `spam` and `ham` into `store`, the two classes
+/// interleaved in proportion to what is left of each (the linear layer learns online, and a
+/// long run of one class would drag it).
 pub fn train(
     config: &Config,
     store: &dyn Store,
@@ -155,26 +213,17 @@ pub fn train(
     ham: &[PathBuf],
     forget: bool,
 ) -> anyhow::Result<(Summary, Summary)> {
-    let mut work: Vec<(Class, PathBuf)> = Vec::new();
-    for (class, paths) in [(Class::Spam, spam), (Class::Ham, ham)] {
-        for p in paths {
-            let mut found = Vec::new();
-            messages(p, &mut found).map_err(|e| {
-                anyhow::anyhow!("{}: {e}; give a message file, an mbox, a Maildir or a directory", p.display())
-            })?;
-            work.extend(found.into_iter().map(|s| (class, s)));
-        }
-    }
+    let mut streams = [Stream::new(Class::Spam, spam)?, Stream::new(Class::Ham, ham)?];
     let opts = strainer_bayes::Options::default();
     let mut sums = (Summary::default(), Summary::default());
     let mut progress = Progress {
         on: std::io::stderr().is_terminal(),
         last: Instant::now(),
         started: Instant::now(),
-        total: work.len(),
+        total: streams.iter().map(|s| s.files.len()).sum(),
     };
     let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
-    let mut done = 0usize;
+    let mut files_read = 0usize;
     let flush = |batch: &mut Vec<Item>, sums: &mut (Summary, Summary)| -> anyhow::Result<()> {
         if batch.is_empty() {
             return Ok(());
@@ -186,28 +235,22 @@ pub fn train(
         batch.clear();
         Ok(())
     };
-    for (class, path) in &work {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) => {
-                let s = if *class == Class::Spam { &mut sums.0 } else { &mut sums.1 };
-                s.unreadable.push(format!("{}: {e}", path.display()));
-                continue;
-            }
-        };
-        for raw in split_file(bytes) {
-            let view = strainer_mime::analyze(&raw, &config.mime);
-            let tokens = tokenize(&view, &opts, false);
-            batch.push(Item { digest: Digest::of(&raw), class: *class, hashes: tokens.hashes });
-            if batch.len() >= BATCH {
-                flush(&mut batch, &mut sums)?;
-            }
+    let mut mixer = Mixer::default();
+    while !(streams[0].done && streams[1].done) {
+        let pick = mixer.pick(streams[0].weight(), streams[1].weight());
+        let stream = if pick == Class::Spam { &mut streams[0] } else { &mut streams[1] };
+        let sum = if pick == Class::Spam { &mut sums.0 } else { &mut sums.1 };
+        let Some(raw) = stream.next(sum, &mut files_read) else { continue };
+        let view = strainer_mime::analyze(&raw, &config.mime);
+        let tokens = tokenize(&view, &opts, false);
+        batch.push(Item::new(&raw, stream.class, tokens.hashes));
+        if batch.len() >= BATCH {
+            flush(&mut batch, &mut sums)?;
         }
-        done += 1;
-        progress.tick(done, false);
+        progress.tick(files_read, false);
     }
     flush(&mut batch, &mut sums)?;
-    progress.tick(done, true);
+    progress.tick(files_read, true);
     Ok(sums)
 }
 

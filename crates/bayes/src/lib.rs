@@ -1,5 +1,6 @@
 //! The Bayesian token scorer: a tokenizer over the MIME view ([`tokenize`]), a classifier that
-//! gives an unclamped log-odds score ([`model`]), and token stores ([`store`]): an in-memory one
+//! gives an unclamped log-odds score ([`model`]) plus a linear layer learnt online over the same
+//! features and the message's byte 4-grams ([`linear`]), and token stores ([`store`]): an in-memory one
 //! for tests and benches, LMDB (the embedded default, shared by `serve` and `strainer train`
 //! running at once) and Redis (one model for several hosts).
 //!
@@ -7,18 +8,20 @@
 //! what was learnt), forget it, classify it.
 #![deny(missing_docs)]
 
+pub mod linear;
 pub mod model;
 pub mod store;
 pub mod tokenize;
 
+pub use linear::Vector;
 pub use model::{Counts, Method, Params, Score, Totals};
-pub use store::{Class, Digest, Error, Expiry, Learned, Stats, Store};
+pub use store::{Class, Digest, Error, Expiry, Item, Learned, Stats, Store};
 pub use tokenize::{Options, Tokens, tokenize};
 
 use strainer_mime::View;
 
-/// The log-odds at and above which the scorer alone calls a message spam.
-pub const DEFAULT_THRESHOLD: f64 = 1.5;
+/// The score at and above which the scorer alone calls a message spam.
+pub const DEFAULT_THRESHOLD: f64 = 12.0;
 
 /// A tokenizer, classifier settings and a store.
 pub struct Bayes<S> {
@@ -47,17 +50,20 @@ impl<S: Store> Bayes<S> {
         Bayes { store, options: Options::default(), params: Params::default() }
     }
 
-    /// Classifies a message; `explain` keeps that many strongest features with their text.
-    pub fn classify(&self, view: &View, explain: usize) -> Result<Classified, Error> {
+    /// Classifies message `raw` (taken apart as `view`); `explain` keeps that many strongest
+    /// features with their text.
+    pub fn classify(&self, raw: &[u8], view: &View, explain: usize) -> Result<Classified, Error> {
         let tokens = tokenize(view, &self.options, explain > 0);
-        self.classify_tokens(&tokens, explain)
+        let vector = Vector::of(&tokens.hashes, raw);
+        self.classify_tokens(&tokens, &vector, explain)
     }
 
-    /// Classifies already tokenized features.
-    pub fn classify_tokens(&self, tokens: &Tokens, explain: usize) -> Result<Classified, Error> {
+    /// Classifies already tokenized features and their linear vector.
+    pub fn classify_tokens(&self, tokens: &Tokens, vector: &Vector, explain: usize) -> Result<Classified, Error> {
         let mut counts = Vec::with_capacity(tokens.hashes.len());
         let totals = self.store.lookup(&tokens.hashes, &mut counts)?;
-        let score = model::classify(&counts, totals, &self.params, explain);
+        let mut score = model::classify(&counts, totals, &self.params, explain);
+        score.add_margin(self.store.margin(vector)?);
         let explain = score
             .strongest
             .iter()
@@ -72,7 +78,7 @@ impl<S: Store> Bayes<S> {
     /// Learns (or with `forget`, unlearns) one message.
     pub fn learn(&self, raw: &[u8], view: &View, class: Class, forget: bool) -> Result<Learned, Error> {
         let tokens = tokenize(view, &self.options, false);
-        let item = store::Item { digest: Digest::of(raw), class, hashes: tokens.hashes };
+        let item = Item::new(raw, class, tokens.hashes);
         let mut out = self.store.learn(std::slice::from_ref(&item), forget)?;
         Ok(out.pop().unwrap_or(Learned::Unchanged))
     }

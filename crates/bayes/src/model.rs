@@ -80,6 +80,8 @@ pub struct Score {
     pub probability: f64,
     /// Features that counted.
     pub used: usize,
+    /// The linear layer's margin (about ±1 for messages like those learnt), already in `log_odds`.
+    pub margin: f64,
     /// The strongest features either way: (index into the message's features, f(w)).
     pub strongest: Vec<(usize, f64)>,
 }
@@ -123,7 +125,16 @@ pub fn classify(counts: &[Counts], totals: Totals, p: &Params, keep_strongest: u
         fs.sort_by(|a, b| (b.1 - 0.5).abs().total_cmp(&(a.1 - 0.5).abs()));
         strongest = fs.iter().take(keep_strongest).copied().collect();
     }
-    Score { log_odds, probability, used: fs.len(), strongest }
+    Score { log_odds, probability, used: fs.len(), strongest, margin: 0.0 }
+}
+
+impl Score {
+    /// Adds the linear layer's margin to the log-odds (scaled by [`crate::linear::SCALE`]).
+    pub fn add_margin(&mut self, margin: f64) {
+        self.margin = margin;
+        self.log_odds += crate::linear::SCALE * margin;
+        self.probability = 1.0 / (1.0 + (-self.log_odds).exp());
+    }
 }
 
 /// The sum of the features' log-odds, counting at most `cap` of them (0: no cap).

@@ -5,7 +5,9 @@
 //!
 //! The contract: learning is per batch and atomic; a message already learnt as the same class is
 //! not counted again ([`Learned::Already`]); learnt as the other class, it is moved
-//! ([`Learned::Relearned`]); forgetting a message takes back exactly what learning added. Each
+//! ([`Learned::Relearned`]); forgetting a message takes back exactly what learning added (the
+//! counts exactly, the linear layer's weights up to float rounding: each message's step is kept
+//! with its digest). Each
 //! feature remembers the day it was last learnt, and [`Store::expire`] drops the rarest, oldest
 //! features when the store holds more than its cap.
 
@@ -18,6 +20,7 @@ use std::sync::Mutex;
 use serde::Serialize;
 use xxhash_rust::xxh3::xxh3_128;
 
+use crate::linear::{self, Vector};
 use crate::model::{Counts, Totals};
 
 /// Spam or ham.
@@ -89,6 +92,16 @@ pub struct Item {
     pub class: Class,
     /// Its distinct feature hashes.
     pub hashes: Vec<u64>,
+    /// What the linear layer sees of it.
+    pub vector: Vector,
+}
+
+impl Item {
+    /// The item for `raw` with its tokenizer features `hashes`.
+    pub fn new(raw: &[u8], class: Class, hashes: Vec<u64>) -> Item {
+        let vector = Vector::of(&hashes, raw);
+        Item { digest: Digest::of(raw), class, hashes, vector }
+    }
 }
 
 /// What learning one message did.
@@ -179,6 +192,8 @@ pub enum Error {
 pub trait Store: Send + Sync {
     /// Counts of each hash (in order) into `out`, with the totals, from one consistent snapshot.
     fn lookup(&self, hashes: &[u64], out: &mut Vec<Counts>) -> Result<Totals, Error>;
+    /// The linear layer's margin for `x` (0 while untrained).
+    fn margin(&self, x: &Vector) -> Result<f64, Error>;
     /// Learns (or forgets) a batch atomically.
     fn learn(&self, items: &[Item], forget: bool) -> Result<Vec<Learned>, Error>;
     /// Counts and size.
@@ -297,7 +312,10 @@ pub struct Memory {
 #[derive(Debug, Default)]
 struct MemoryInner {
     tokens: KeyMap<Record>,
-    seen: HashMap<Digest, (Class, u32)>,
+    /// Class, day, linear step.
+    seen: HashMap<Digest, (Class, u32, f32)>,
+    /// The linear layer (empty until something is learnt).
+    weights: Vec<f32>,
     totals: Totals,
     day_override: Option<u32>,
 }
@@ -336,13 +354,26 @@ impl Store for Memory {
         Ok(m.totals)
     }
 
+    fn margin(&self, x: &Vector) -> Result<f64, Error> {
+        let m = self.lock()?;
+        Ok(x.dot(|i| m.weights.get(i as usize).copied().unwrap_or(0.0)))
+    }
+
     fn learn(&self, items: &[Item], forget: bool) -> Result<Vec<Learned>, Error> {
         let mut m = self.lock()?;
         let day = m.day_override.unwrap_or_else(today);
+        if m.weights.is_empty() {
+            m.weights = vec![0.0; linear::DIM];
+        }
         let mut out = Vec::with_capacity(items.len());
         for item in items {
-            let seen = m.seen.get(&item.digest).map(|s| s.0);
-            let (remove, add, outcome) = plan(item, seen, forget);
+            let prev = m.seen.get(&item.digest).copied();
+            let (remove, add, outcome) = plan(item, prev.map(|s| s.0), forget);
+            let alpha = if remove.is_some() || add.is_some() {
+                linear::apply(&mut m.weights, &item.vector, prev.map(|s| s.2), add)
+            } else {
+                0.0
+            };
             for (class, sign) in [(remove, -1i64), (add, 1i64)] {
                 let Some(class) = class else { continue };
                 bump(&mut m.totals, class, sign);
@@ -356,7 +387,7 @@ impl Store for Memory {
             }
             match (remove, add) {
                 (_, Some(c)) => {
-                    m.seen.insert(item.digest, (c, day));
+                    m.seen.insert(item.digest, (c, day, alpha));
                 }
                 (Some(_), None) => {
                     m.seen.remove(&item.digest);
@@ -407,6 +438,9 @@ impl Store for Memory {
 impl<S: Store + ?Sized> Store for &S {
     fn lookup(&self, hashes: &[u64], out: &mut Vec<Counts>) -> Result<Totals, Error> {
         (**self).lookup(hashes, out)
+    }
+    fn margin(&self, x: &Vector) -> Result<f64, Error> {
+        (**self).margin(x)
     }
     fn learn(&self, items: &[Item], forget: bool) -> Result<Vec<Learned>, Error> {
         (**self).learn(items, forget)

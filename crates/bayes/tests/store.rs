@@ -6,10 +6,40 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use strainer_bayes::store::{Item, Memory, lmdb::Lmdb, lmdb::Snapshotted, redis::Redis};
-use strainer_bayes::{Class, Counts, Digest, Expiry, Learned, Store, Totals};
+use strainer_bayes::{Class, Counts, Digest, Expiry, Learned, Store, Totals, Vector};
 
 fn item(n: u8, class: Class, hashes: &[u64]) -> Item {
-    Item { digest: Digest([n; 16]), class, hashes: hashes.to_vec() }
+    Item { digest: Digest([n; 16]), class, hashes: hashes.to_vec(), vector: spread(hashes, b"") }
+}
+
+/// The linear vector of small test hashes spread over the hash space, as real (xxh3) ones are.
+fn spread(hashes: &[u64], raw: &[u8]) -> Vector {
+    let h: Vec<u64> = hashes.iter().map(|h| h.wrapping_mul(0x9E37_79B9_7F4A_7C15)).collect();
+    Vector::of(&h, raw)
+}
+
+/// The linear layer: a step puts a message on its side, moving it changes side, forgetting
+/// takes the step back.
+fn linear(s: &dyn Store) {
+    let raw = b"Subject: cheap meds\r\n\r\nbuy cheap meds online now\r\n";
+    let x = Item { vector: spread(&[11, 12], raw), ..item(9, Class::Spam, &[11, 12]) };
+    let other =
+        Item { vector: spread(&[13], b"Subject: minutes\r\n\r\nthe meeting notes\r\n"), ..item(10, Class::Ham, &[13]) };
+    assert_eq!(s.margin(&x.vector).unwrap(), 0.0);
+    s.learn(&[other.clone(), x.clone()], false).unwrap();
+    let m = s.margin(&x.vector).unwrap();
+    assert!((m - 1.0).abs() < 1e-3, "learnt as spam: margin {m}");
+    assert!(s.margin(&other.vector).unwrap() < 0.0);
+    let as_ham = Item { class: Class::Ham, ..x.clone() };
+    assert_eq!(s.learn(std::slice::from_ref(&as_ham), false).unwrap(), vec![Learned::Relearned]);
+    let m = s.margin(&x.vector).unwrap();
+    assert!((m + 1.0).abs() < 1e-3, "moved to ham: margin {m}");
+    s.learn(std::slice::from_ref(&as_ham), true).unwrap();
+    s.learn(std::slice::from_ref(&other), true).unwrap();
+    for v in [&x.vector, &other.vector] {
+        let m = s.margin(v).unwrap();
+        assert!(m.abs() < 1e-4, "forgotten: margin {m}");
+    }
 }
 
 fn counts(s: &dyn Store, hashes: &[u64]) -> (Vec<Counts>, Totals) {
@@ -83,6 +113,7 @@ fn cap(s: &dyn Store) {
 fn memory_contract() {
     contract(&Memory::new());
     cap(&Memory::new());
+    linear(&Memory::new());
 }
 
 #[test]
@@ -90,6 +121,7 @@ fn lmdb_contract() {
     let d = tempfile::tempdir().unwrap();
     contract(&Lmdb::open(&d.path().join("a"), 1 << 24).unwrap());
     cap(&Lmdb::open(&d.path().join("b"), 1 << 24).unwrap());
+    linear(&Lmdb::open(&d.path().join("l"), 1 << 24).unwrap());
 }
 
 #[test]
@@ -97,6 +129,7 @@ fn lmdb_read_through_a_snapshot_sees_every_commit() {
     let d = tempfile::tempdir().unwrap();
     contract(&Snapshotted::new(Lmdb::open(&d.path().join("a"), 1 << 24).unwrap()));
     cap(&Snapshotted::new(Lmdb::open(&d.path().join("b"), 1 << 24).unwrap()));
+    linear(&Snapshotted::new(Lmdb::open(&d.path().join("l"), 1 << 24).unwrap()));
     // A commit through another handle (as `strainer train` in another process) is seen next lookup.
     let snap = Snapshotted::new(Lmdb::open(&d.path().join("c"), 1 << 24).unwrap());
     assert_eq!(counts(&snap, &[5]).1, Totals::default());
@@ -151,6 +184,7 @@ fn redis_store(prefix: &str) -> Redis {
 fn redis_contract() {
     contract(&redis_store("strainer-test-a"));
     cap(&redis_store("strainer-test-b"));
+    linear(&redis_store("strainer-test-l"));
 }
 
 #[test]
@@ -173,16 +207,25 @@ proptest! {
         let mem = Memory::new();
         for s in [&lmdb as &dyn Store, &mem] {
             let mk = |off: usize, v: &[(bool, std::collections::BTreeSet<u64>)]| -> Vec<Item> {
-                v.iter().enumerate().map(|(i, (spam, hs))| Item {
-                    digest: Digest([(i + off) as u8; 16]),
-                    class: if *spam { Class::Spam } else { Class::Ham },
-                    hashes: hs.iter().copied().collect(),
+                v.iter().enumerate().map(|(i, (spam, hs))| {
+                    let hashes: Vec<u64> = hs.iter().copied().collect();
+                    Item {
+                        digest: Digest([(i + off) as u8; 16]),
+                        class: if *spam { Class::Spam } else { Class::Ham },
+                        vector: spread(&hashes, b""),
+                        hashes,
+                    }
                 }).collect()
+            };
+            let margins = |s: &dyn Store, items: &[Item]| -> Vec<f64> {
+                items.iter().map(|i| s.margin(&i.vector).unwrap()).collect()
             };
             s.learn(&mk(0, &base), false).unwrap();
             let all: Vec<u64> = (0..40).collect();
             let before = counts(s, &all);
             let more = mk(100, &extra);
+            let probes: Vec<Item> = mk(0, &base).into_iter().chain(more.iter().cloned()).collect();
+            let margins_before = margins(s, &probes);
             s.learn(&more, false).unwrap();
             // Learning again is idempotent.
             let mid = counts(s, &all);
@@ -190,6 +233,9 @@ proptest! {
             prop_assert_eq!(&counts(s, &all), &mid);
             s.learn(&more, true).unwrap();
             prop_assert_eq!(counts(s, &all), before);
+            for (a, b) in margins(s, &probes).iter().zip(&margins_before) {
+                prop_assert!((a - b).abs() < 1e-3, "margin {} after forgetting, {} before", a, b);
+            }
         }
     }
 }

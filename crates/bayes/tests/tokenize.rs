@@ -59,7 +59,7 @@ proptest! {
     fn score_is_finite_for_any_input(raw in prop::collection::vec(any::<u8>(), 0..2000)) {
         let b = trained();
         let view = strainer_mime::analyze(&raw, &strainer_mime::Limits::default());
-        let c = b.classify(&view, 3).unwrap();
+        let c = b.classify(&raw, &view, 3).unwrap();
         prop_assert!(c.score.log_odds.is_finite());
         prop_assert!((0.0..=1.0).contains(&c.score.probability));
     }
@@ -74,12 +74,12 @@ proptest! {
         let t = tokenize(&view, &Options::default(), false);
         let mut once = Vec::new();
         let tot1 = b.store.lookup(&t.hashes, &mut once).unwrap();
-        let again = b.store.learn(&[Item { digest: Digest::of(msg.as_bytes()), class: Class::Spam, hashes: t.hashes.clone() }], false).unwrap();
+        let again = b.store.learn(&[Item::new(msg.as_bytes(), Class::Spam, t.hashes.clone())], false).unwrap();
         prop_assert_eq!(again, vec![strainer_bayes::Learned::Already]);
         let mut twice = Vec::new();
         let tot2 = b.store.lookup(&t.hashes, &mut twice).unwrap();
         prop_assert_eq!(once, twice);
         prop_assert_eq!(tot1, tot2);
-        prop_assert!(b.classify(&view, 0).unwrap().score.log_odds.is_finite());
+        prop_assert!(b.classify(msg.as_bytes(), &view, 0).unwrap().score.log_odds.is_finite());
     }
 }

@@ -15,6 +15,7 @@ use heed::types::{Bytes, U64};
 use heed::{Database, Env, EnvOpenOptions, IntegerComparator, RoTxn};
 
 use super::{Error, Expired, Expiry, Item, Learned, Record, Stats, Store, apply, expiry_victims, plan, today};
+use crate::linear::{self, Vector};
 use crate::model::{Counts, Totals};
 use crate::store::Class;
 
@@ -42,6 +43,8 @@ pub struct Inner {
 }
 
 const TOTALS: &[u8] = b"totals";
+/// The linear layer's weights, [`linear::DIM`] little-endian f32.
+const LINEAR: &[u8] = b"linear";
 const FORMAT: &[u8] = b"format";
 const FORMAT_VERSION: &[u8] = b"strainer-bayes-2";
 
@@ -123,6 +126,14 @@ fn decode_totals(b: &[u8]) -> Totals {
     Totals { spam: w(0), ham: w(8) }
 }
 
+/// A seen record: class byte, day, and (since the linear layer) its step; older records have
+/// no step, which forgets nothing from the weights.
+fn decode_seen(v: &[u8]) -> Option<(Class, f32)> {
+    let class = Class::from_byte(*v.first()?)?;
+    let alpha = v.get(5..9).and_then(|s| s.try_into().ok()).map_or(0.0, f32::from_le_bytes);
+    Some((class, alpha))
+}
+
 fn encode_totals(t: Totals) -> [u8; 16] {
     let mut b = [0u8; 16];
     b[..8].copy_from_slice(&t.spam.to_le_bytes());
@@ -154,24 +165,30 @@ impl Store for Lmdb {
         self.totals(&txn)
     }
 
+    fn margin(&self, x: &Vector) -> Result<f64, Error> {
+        let txn = self.env.read_txn().map_err(|e| self.err(e))?;
+        Ok(match self.meta.get(&txn, LINEAR).map_err(|e| self.err(e))? {
+            Some(bytes) => x.dot(|i| linear::weight_in(bytes, i)),
+            None => 0.0,
+        })
+    }
+
     fn learn(&self, items: &[Item], forget: bool) -> Result<Vec<Learned>, Error> {
         let day = today();
         let mut wtxn = self.env.write_txn().map_err(|e| self.err(e))?;
         let mut totals = self.totals(&wtxn)?;
         let mut deltas = Deltas::default();
-        let mut seen_now: HashMap<[u8; 16], Option<Class>> = HashMap::new();
+        let mut weights = linear::decode(self.meta.get(&wtxn, LINEAR).map_err(|e| self.err(e))?);
+        let mut weights_changed = false;
+        // Digest -> class and linear step, as this batch leaves them.
+        let mut seen_now: HashMap<[u8; 16], Option<(Class, f32)>> = HashMap::new();
         let mut out = Vec::with_capacity(items.len());
         for item in items {
             let seen = match seen_now.get(&item.digest.0) {
                 Some(s) => *s,
-                None => self
-                    .seen
-                    .get(&wtxn, &item.digest.0)
-                    .map_err(|e| self.err(e))?
-                    .and_then(|v| v.first().copied())
-                    .and_then(Class::from_byte),
+                None => self.seen.get(&wtxn, &item.digest.0).map_err(|e| self.err(e))?.and_then(decode_seen),
             };
-            let (remove, add, outcome) = plan(item, seen, forget);
+            let (remove, add, outcome) = plan(item, seen.map(|s| s.0), forget);
             if let Some(c) = remove {
                 add_delta(&mut deltas, &item.hashes, c, -1);
                 super::bump(&mut totals, c, -1);
@@ -181,7 +198,9 @@ impl Store for Lmdb {
                 super::bump(&mut totals, c, 1);
             }
             if remove.is_some() || add.is_some() {
-                seen_now.insert(item.digest.0, add);
+                let alpha = linear::apply(&mut weights, &item.vector, seen.map(|s| s.1), add);
+                weights_changed = true;
+                seen_now.insert(item.digest.0, add.map(|c| (c, alpha)));
             }
             out.push(outcome);
         }
@@ -203,16 +222,20 @@ impl Store for Lmdb {
         }
         for (digest, class) in seen_now {
             match class {
-                Some(c) => {
-                    let mut v = [0u8; 5];
+                Some((c, alpha)) => {
+                    let mut v = [0u8; 9];
                     v[0] = c.byte();
-                    v[1..].copy_from_slice(&day.to_le_bytes());
+                    v[1..5].copy_from_slice(&day.to_le_bytes());
+                    v[5..].copy_from_slice(&alpha.to_le_bytes());
                     self.seen.put(&mut wtxn, &digest, &v).map_err(|e| self.err(e))?;
                 }
                 None => {
                     self.seen.delete(&mut wtxn, &digest).map_err(|e| self.err(e))?;
                 }
             }
+        }
+        if weights_changed {
+            self.meta.put(&mut wtxn, LINEAR, &linear::encode(&weights)).map_err(|e| self.err(e))?;
         }
         self.meta.put(&mut wtxn, TOTALS, &encode_totals(totals)).map_err(|e| self.err(e))?;
         wtxn.commit().map_err(|e| self.err(e))?;
@@ -288,12 +311,14 @@ struct Snap {
     txn: usize,
     totals: Totals,
     counts: super::KeyMap<Counts>,
+    weights: Vec<f32>,
 }
 
 impl Snapshotted {
     /// Reads `lmdb` through an in-memory copy.
     pub fn new(lmdb: Lmdb) -> Snapshotted {
-        let empty = Snap { txn: usize::MAX, totals: Totals::default(), counts: super::KeyMap::default() };
+        let empty =
+            Snap { txn: usize::MAX, totals: Totals::default(), counts: super::KeyMap::default(), weights: Vec::new() };
         Snapshotted { lmdb, snap: std::sync::RwLock::new(Arc::new(empty)), building: Mutex::new(()) }
     }
 
@@ -323,9 +348,10 @@ impl Snapshotted {
                 counts.insert(k, r.counts);
             }
         }
+        let weights = linear::decode(self.lmdb.meta.get(&rtxn, LINEAR).map_err(|e| self.lmdb.err(e))?);
         // A commit between info() and read_txn() makes the copy newer than its tag: it is rebuilt
         // once more on the next lookup, never served stale.
-        Ok(Snap { txn, totals, counts })
+        Ok(Snap { txn, totals, counts, weights })
     }
 }
 
@@ -338,6 +364,13 @@ impl Store for Snapshotted {
                 Ok(s.totals)
             }
             None => self.lmdb.lookup(hashes, out),
+        }
+    }
+
+    fn margin(&self, x: &Vector) -> Result<f64, Error> {
+        match self.current() {
+            Some(s) => Ok(x.dot(|i| s.weights.get(i as usize).copied().unwrap_or(0.0))),
+            None => self.lmdb.margin(x),
         }
     }
 

@@ -2,8 +2,8 @@
 //!
 //! Layout under a key prefix (default `strainer:bayes`): hashes `:s` and `:h` (feature -> spam and
 //! ham counts), `:d` (feature -> day last learnt; every feature held has one), `:seen` (digest ->
-//! class and day) and `:totals` (`spam`, `ham`). Feature and digest fields are the raw 8 and 16
-//! bytes. Learning one message is one Lua script, so it is atomic per message (a batch is not);
+//! class, day and linear step), `:w` (bucket -> linear weight) and `:totals` (`spam`, `ham`).
+//! Feature, digest and bucket fields are the raw 8, 16 and 4 bytes (big-endian). Learning one message is one Lua script, so it is atomic per message (a batch is not);
 //! lookups read counts and totals in one MULTI so they come from one moment.
 
 use std::sync::Mutex;
@@ -12,17 +12,27 @@ use std::time::Duration;
 use redis::{Commands, Connection, Script};
 
 use super::{Class, Error, Expired, Expiry, Item, Learned, Stats, Store, expiry_victims, today};
+use crate::linear::{self, Vector};
 use crate::model::{Counts, Totals};
 
 const LEARN: &str = r"
-local s, h, d, seen, tot = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local s, h, d, seen, tot, w = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local forget = ARGV[1] == '1'
 local day = ARGV[2]
 local digest = ARGV[3]
 local class = ARGV[4]
+local nh = tonumber(ARGV[5])
+local maxstep = tonumber(ARGV[6])
+local xs = 7 + nh
 local prev = redis.call('HGET', seen, digest)
-local prevc = nil
-if prev then prevc = string.sub(prev, 1, 1) end
+local prevc, preva = nil, 0
+if prev then
+  prevc = string.sub(prev, 1, 1)
+  preva = tonumber(string.match(prev, '|(.+)$') or '0') or 0
+end
+local function step(a)
+  for i = xs, #ARGV, 2 do redis.call('HINCRBYFLOAT', w, ARGV[i], a * tonumber(ARGV[i + 1])) end
+end
 local remove, add, outcome = nil, nil, nil
 if not forget then
   if prevc == class then return 'already' end
@@ -39,21 +49,44 @@ if remove then
   local other = h
   if remove == 'h' then other = s end
   if tonumber(redis.call('HINCRBY', tot, total(remove), -1)) < 0 then redis.call('HSET', tot, total(remove), 0) end
-  for i = 5, #ARGV do
+  for i = 7, xs - 1 do
     if tonumber(redis.call('HINCRBY', k, ARGV[i], -1)) <= 0 then
       redis.call('HDEL', k, ARGV[i])
       if redis.call('HEXISTS', other, ARGV[i]) == 0 then redis.call('HDEL', d, ARGV[i]) end
     end
   end
+  if preva ~= 0 then step(-preva) end
 end
 if add then
   local k = key(add)
   redis.call('HINCRBY', tot, total(add), 1)
-  for i = 5, #ARGV do
+  for i = 7, xs - 1 do
     redis.call('HINCRBY', k, ARGV[i], 1)
     redis.call('HSET', d, ARGV[i], day)
   end
-  redis.call('HSET', seen, digest, add .. day)
+  -- The linear layer's passive-aggressive step (crate::linear::step).
+  local fields, vals, margin, sq = {}, {}, 0, 0
+  for i = xs, #ARGV, 2 do
+    fields[#fields + 1] = ARGV[i]
+    vals[#vals + 1] = tonumber(ARGV[i + 1])
+  end
+  for c = 1, #fields, 500 do
+    local part = {}
+    for j = c, math.min(c + 499, #fields) do part[#part + 1] = fields[j] end
+    local got = redis.call('HMGET', w, unpack(part))
+    for j = 1, #got do
+      if got[j] then margin = margin + tonumber(got[j]) * vals[c + j - 1] end
+    end
+  end
+  for j = 1, #vals do sq = sq + vals[j] * vals[j] end
+  local t = -1
+  if add == 's' then t = 1 end
+  local alpha = 0
+  if 1 - t * margin > 0 and sq > 0 then
+    alpha = t * math.min((1 - t * margin) / sq, maxstep)
+    step(alpha)
+  end
+  redis.call('HSET', seen, digest, add .. day .. '|' .. alpha)
 else
   redis.call('HDEL', seen, digest)
 end
@@ -141,9 +174,18 @@ impl Store for Redis {
         Ok(Redis::totals_of(tot))
     }
 
+    fn margin(&self, x: &Vector) -> Result<f64, Error> {
+        if x.entries.is_empty() {
+            return Ok(0.0);
+        }
+        let fields: Vec<Vec<u8>> = x.entries.iter().map(|e| e.0.to_be_bytes().to_vec()).collect();
+        let got: Vec<Option<f64>> = self.with(|c| redis::cmd("HMGET").arg(self.key("w")).arg(&fields).query(c))?;
+        Ok(x.entries.iter().zip(got).map(|(e, w)| f64::from(e.1) * w.unwrap_or(0.0)).sum())
+    }
+
     fn learn(&self, items: &[Item], forget: bool) -> Result<Vec<Learned>, Error> {
         let day = today().to_string();
-        let keys = [self.key("s"), self.key("h"), self.key("d"), self.key("seen"), self.key("totals")];
+        let keys = [self.key("s"), self.key("h"), self.key("d"), self.key("seen"), self.key("totals"), self.key("w")];
         let mut out = Vec::with_capacity(items.len());
         for item in items {
             let class = if item.class == Class::Spam { "s" } else { "h" };
@@ -153,8 +195,12 @@ impl Store for Redis {
                     inv.key(k);
                 }
                 inv.arg(if forget { "1" } else { "0" }).arg(&day).arg(&item.digest.0[..]).arg(class);
+                inv.arg(item.hashes.len()).arg(linear::MAX_STEP);
                 for h in &item.hashes {
                     inv.arg(&h.to_be_bytes()[..]);
+                }
+                for (bucket, v) in &item.vector.entries {
+                    inv.arg(&bucket.to_be_bytes()[..]).arg(v.to_string());
                 }
                 inv.invoke(c)
             })?;
@@ -175,7 +221,7 @@ impl Store for Redis {
             let tokens: u64 = c.hlen(self.key("d"))?;
             let seen: u64 = c.hlen(self.key("seen"))?;
             let mut bytes = 0u64;
-            for k in ["s", "h", "d", "seen", "totals"] {
+            for k in ["s", "h", "d", "seen", "totals", "w"] {
                 let b: Option<u64> = redis::cmd("MEMORY").arg("USAGE").arg(self.key(k)).query(c).unwrap_or(None);
                 bytes += b.unwrap_or(0);
             }
@@ -234,8 +280,10 @@ impl Store for Redis {
                 let mut ranked = Vec::new();
                 let mut names = Vec::new();
                 for (f, v) in c.hscan::<_, (Vec<u8>, Vec<u8>)>(self.key("seen"))? {
+                    // "s20412" or, with the linear step, "s20412|0.83".
                     let day: u32 = std::str::from_utf8(v.get(1..).unwrap_or_default())
                         .ok()
+                        .and_then(|s| s.split('|').next())
                         .and_then(|s| s.parse().ok())
                         .unwrap_or(0);
                     ranked.push((f64::from(day), names.len()));
