@@ -7,7 +7,7 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use strainer_bayes::store::{Item, Memory};
-use strainer_bayes::{Bayes, Class, Digest, Options, Store, tokenize};
+use strainer_bayes::{Bayes, Class, Options, Store, tokenize};
 
 fn names(raw: &[u8]) -> Vec<String> {
     let view = strainer_mime::analyze(raw, &strainer_mime::Limits::default());
