@@ -125,6 +125,11 @@ fn bayes(c: &mut Criterion) {
             strainer_bayes::model::classify(&counts, t, &params, 0).log_odds
         })
     });
+    g.bench_function("linear_vector_newsletter", |b| {
+        b.iter(|| strainer_bayes::Vector::of(&tokens.hashes, &raw).entries.len())
+    });
+    let x = strainer_bayes::Vector::of(&tokens.hashes, &raw);
+    g.bench_function("linear_margin_lmdb", |b| b.iter(|| store.margin(&x).unwrap()));
     g.finish();
 }
 

@@ -116,18 +116,25 @@ fn bucket_of_hash(h: u64) -> u32 {
 /// skipped.
 pub fn grams(raw: &[u8]) -> Vec<u32> {
     let text = gram_text(raw);
+    // A bit per bucket: marking is cheaper than sorting and deduplicating the grams, and reading
+    // the bits back yields the buckets in order.
     let mut seen = vec![0u64; DIM / 64];
-    let mut out = Vec::with_capacity(text.len().min(GRAM_BYTES));
+    let mut n = 0usize;
     for w in text.windows(4) {
         let g = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
         let b = g.wrapping_mul(0x9E37_79B1) >> (32 - BITS);
         let (word, bit) = ((b / 64) as usize, b % 64);
-        if seen[word] & (1 << bit) == 0 {
-            seen[word] |= 1 << bit;
-            out.push(b);
+        n += usize::from(seen[word] & (1 << bit) == 0);
+        seen[word] |= 1 << bit;
+    }
+    let mut out = Vec::with_capacity(n);
+    for (i, &word) in seen.iter().enumerate() {
+        let mut bits = word;
+        while bits != 0 {
+            out.push(i as u32 * 64 + bits.trailing_zeros());
+            bits &= bits - 1;
         }
     }
-    out.sort_unstable();
     out
 }
 

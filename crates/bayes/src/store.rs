@@ -155,6 +155,8 @@ pub struct Stats {
     pub singletons: u64,
     /// Message digests remembered.
     pub seen: u64,
+    /// Buckets of the linear layer with a weight (0: untrained, as a store from before it).
+    pub weights: u64,
     /// Bytes used (on disk, or Redis memory for our keys when known).
     pub bytes: u64,
     /// Oldest and newest last-learnt day (days since 1970), when any.
@@ -409,6 +411,7 @@ impl Store for Memory {
             tokens: m.tokens.len() as u64,
             singletons: m.tokens.values().filter(|r| r.counts.spam + r.counts.ham == 1).count() as u64,
             seen: m.seen.len() as u64,
+            weights: m.weights.iter().filter(|w| **w != 0.0).count() as u64,
             bytes: (m.tokens.len() * 20 + m.seen.len() * 21) as u64,
             days,
         })

@@ -30,6 +30,7 @@ fn linear(s: &dyn Store) {
     let m = s.margin(&x.vector).unwrap();
     assert!((m - 1.0).abs() < 1e-3, "learnt as spam: margin {m}");
     assert!(s.margin(&other.vector).unwrap() < 0.0);
+    assert!(s.stats().unwrap().weights > 0);
     let as_ham = Item { class: Class::Ham, ..x.clone() };
     assert_eq!(s.learn(std::slice::from_ref(&as_ham), false).unwrap(), vec![Learned::Relearned]);
     let m = s.margin(&x.vector).unwrap();

@@ -256,6 +256,8 @@ impl Store for Lmdb {
             s.days = Some(s.days.map_or((r.day, r.day), |(lo, hi)| (lo.min(r.day), hi.max(r.day))));
         }
         s.seen = self.seen.len(&txn).map_err(|e| self.err(e))?;
+        let weights = linear::decode(self.meta.get(&txn, LINEAR).map_err(|e| self.err(e))?);
+        s.weights = weights.iter().filter(|w| **w != 0.0).count() as u64;
         s.bytes = std::fs::metadata(self.path.join("data.mdb")).map_or(0, |m| m.len());
         Ok(s)
     }

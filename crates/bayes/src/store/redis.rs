@@ -220,6 +220,7 @@ impl Store for Redis {
             let tot: (Option<u64>, Option<u64>) = c.hget(self.key("totals"), &["spam", "ham"])?;
             let tokens: u64 = c.hlen(self.key("d"))?;
             let seen: u64 = c.hlen(self.key("seen"))?;
+            let weights: u64 = c.hlen(self.key("w"))?;
             let mut bytes = 0u64;
             for k in ["s", "h", "d", "seen", "totals", "w"] {
                 let b: Option<u64> = redis::cmd("MEMORY").arg("USAGE").arg(self.key(k)).query(c).unwrap_or(None);
@@ -241,7 +242,7 @@ impl Store for Redis {
                 }
                 days = Some(days.map_or((day, day), |(lo, hi)| (lo.min(day), hi.max(day))));
             }
-            Ok(Stats { totals: Redis::totals_of(tot), tokens, singletons, seen, bytes, days })
+            Ok(Stats { totals: Redis::totals_of(tot), tokens, singletons, seen, weights, bytes, days })
         })
     }
 
