@@ -82,10 +82,11 @@ impl Vector {
             }
         }
         // Buckets shared by a token and a 4-gram make the length a little over 1.
-        let norm = entries.iter().map(|&(_, v)| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
+        let norm = entries.iter().map(|&(_, v)| v * v).sum::<f32>().sqrt();
         if norm > 0.0 {
+            let inv = 1.0 / norm;
             for e in &mut entries {
-                e.1 = (f64::from(e.1) / norm) as f32;
+                e.1 *= inv;
             }
         }
         Vector { entries }
@@ -115,19 +116,30 @@ fn bucket_of_hash(h: u64) -> u32 {
 /// returns left out (so a message on the wire and in a mailbox agree) and our own header fields
 /// skipped.
 pub fn grams(raw: &[u8]) -> Vec<u32> {
-    let text = gram_text(raw);
     // A bit per bucket: marking is cheaper than sorting and deduplicating the grams, and reading
     // the bits back yields the buckets in order.
-    let mut seen = vec![0u64; DIM / 64];
-    let mut n = 0usize;
-    for w in text.windows(4) {
-        let g = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
-        let b = g.wrapping_mul(0x9E37_79B1) >> (32 - BITS);
-        let (word, bit) = ((b / 64) as usize, b % 64);
-        n += usize::from(seen[word] & (1 << bit) == 0);
-        seen[word] |= 1 << bit;
+    let mut seen = Box::new([0u64; DIM / 64]);
+    let mut roll = Roll::default();
+    // Header lines one by one (to skip our own fields), then the body in one go.
+    let mut rest = raw;
+    let mut skipping = false;
+    while !rest.is_empty() && roll.fed < GRAM_BYTES {
+        let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+        let (line, after) = rest.split_at(end);
+        if line.iter().all(|&b| b == b'\r' || b == b'\n') {
+            roll.feed(line, &mut seen);
+            roll.feed(after, &mut seen);
+            break;
+        }
+        if !matches!(line.first(), Some(b' ' | b'\t')) {
+            skipping = is_ours(line);
+        }
+        if !skipping {
+            roll.feed(line, &mut seen);
+        }
+        rest = after;
     }
-    let mut out = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(seen.iter().map(|w| w.count_ones() as usize).sum());
     for (i, &word) in seen.iter().enumerate() {
         let mut bits = word;
         while bits != 0 {
@@ -138,31 +150,35 @@ pub fn grams(raw: &[u8]) -> Vec<u32> {
     out
 }
 
-/// The bytes the 4-grams are taken from.
-fn gram_text(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len().min(GRAM_BYTES));
-    let mut in_header = true;
-    let mut skipping = false;
-    for line in raw.split_inclusive(|&b| b == b'\n') {
-        if out.len() >= GRAM_BYTES {
-            break;
-        }
-        if in_header {
-            let blank = line.iter().all(|&b| b == b'\r' || b == b'\n');
-            if blank {
-                in_header = false;
-                skipping = false;
-            } else if !matches!(line.first(), Some(b' ' | b'\t')) {
-                skipping = is_ours(line);
+/// The last four bytes fed (carriage returns left out), and how many were fed.
+#[derive(Default)]
+struct Roll {
+    window: u32,
+    fed: usize,
+}
+
+impl Roll {
+    /// Feeds `bytes` until [`GRAM_BYTES`] were fed, marking the bucket of each 4-gram in `seen`.
+    fn feed(&mut self, bytes: &[u8], seen: &mut [u64; DIM / 64]) {
+        // Locals, not fields, in the loop: the compiler keeps them in registers.
+        let (mut window, mut fed) = (self.window, self.fed);
+        for &b in bytes {
+            if fed >= GRAM_BYTES {
+                break;
             }
-            if skipping {
+            if b == b'\r' {
                 continue;
             }
+            // Little-endian order of the last four bytes: the oldest is the lowest.
+            window = (window >> 8) | (u32::from(b) << 24);
+            fed += 1;
+            if fed >= 4 {
+                let g = window.wrapping_mul(0x9E37_79B1) >> (32 - BITS);
+                seen[(g / 64) as usize] |= 1 << (g % 64);
+            }
         }
-        out.extend(line.iter().copied().filter(|&b| b != b'\r'));
+        (self.window, self.fed) = (window, fed);
     }
-    out.truncate(GRAM_BYTES);
-    out
 }
 
 /// Whether a header line starts one of the fields strainer itself adds.
