@@ -329,6 +329,26 @@ mod tests {
         assert!((x.dot(|i| w[i as usize]) + 1.0).abs() < 1e-4);
     }
 
+    proptest::proptest! {
+        /// Any bytes and features: sorted distinct buckets in range, finite values, unit length
+        /// (or nothing at all), and a step that lands the margin on the asked side.
+        #[test]
+        fn any_message_gives_a_sound_vector(
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000),
+            hashes in proptest::collection::vec(proptest::prelude::any::<u64>(), 0..50),
+        ) {
+            let x = Vector::of(&hashes, &raw);
+            proptest::prop_assert!(x.entries.windows(2).all(|w| w[0].0 < w[1].0));
+            proptest::prop_assert!(x.entries.iter().all(|e| (e.0 as usize) < DIM && e.1.is_finite() && e.1 > 0.0));
+            let norm: f64 = x.entries.iter().map(|e| f64::from(e.1).powi(2)).sum();
+            proptest::prop_assert!(x.entries.is_empty() || (norm - 1.0).abs() < 1e-4, "{}", norm);
+            let mut w = vec![0f32; DIM];
+            apply(&mut w, &x, None, Some(Class::Ham));
+            let m = x.dot(|i| w[i as usize]);
+            proptest::prop_assert!(x.entries.is_empty() || (m + 1.0).abs() < 1e-3, "{}", m);
+        }
+    }
+
     #[test]
     fn weights_survive_their_stored_form() {
         let mut w = vec![0f32; DIM];
