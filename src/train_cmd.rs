@@ -275,7 +275,9 @@ pub fn print_stats(store: &dyn Store, config: &Config, json: bool) -> anyhow::Re
     println!("features:    {} of at most {} ({} seen in one message only)", s.tokens, b.max_tokens, s.singletons);
     println!("remembered:  {} message digests (at most {})", s.seen, b.max_seen);
     if s.weights == 0 && s.totals.spam + s.totals.ham > 0 {
-        println!("linear:      untrained (a store from before the linear layer): train again to use it");
+        println!(
+            "linear:      untrained (a store from before the linear layer): run `strainer train` again on the same messages"
+        );
     } else {
         println!("linear:      {} of {} buckets weighted", s.weights, strainer_bayes::linear::DIM);
     }

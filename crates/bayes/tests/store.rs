@@ -189,6 +189,30 @@ fn redis_contract() {
 }
 
 #[test]
+#[ignore = "needs a Redis server: STRAINER_REDIS=redis://127.0.0.1:6390/"]
+fn redis_a_message_learnt_before_the_linear_layer_teaches_it_when_trained_again() {
+    let s = redis_store("strainer-test-u");
+    let x = Item { vector: spread(&[21, 22], b"Subject: cheap\r\n\r\nbuy now\r\n"), ..item(7, Class::Spam, &[21, 22]) };
+    s.learn(std::slice::from_ref(&x), false).unwrap();
+    // As a store from before the linear layer: a seen record without a step, no weights.
+    let c = redis::Client::open(redis_url().unwrap().as_str()).unwrap();
+    let mut conn = c.get_connection().unwrap();
+    let _: () =
+        redis::cmd("HSET").arg("strainer-test-u:seen").arg(&x.digest.0[..]).arg("s20000").query(&mut conn).unwrap();
+    let _: () = redis::cmd("DEL").arg("strainer-test-u:w").query(&mut conn).unwrap();
+    let _: () = redis::cmd("INCR").arg("strainer-test-u:wver").query(&mut conn).unwrap();
+    assert_eq!(s.margin(&x.vector).unwrap(), 0.0);
+    assert_eq!(s.learn(std::slice::from_ref(&x), false).unwrap(), vec![Learned::Already]);
+    assert_eq!(counts(&s, &[21]).1, Totals { spam: 1, ham: 0 });
+    let m = s.margin(&x.vector).unwrap();
+    assert!((m - 1.0).abs() < 1e-3, "{m}");
+    assert_eq!(s.learn(std::slice::from_ref(&x), false).unwrap(), vec![Learned::Already]);
+    assert_eq!(s.learn(std::slice::from_ref(&x), true).unwrap(), vec![Learned::Forgotten]);
+    assert!(s.margin(&x.vector).unwrap().abs() < 1e-4);
+    assert_eq!(counts(&s, &[21]).1, Totals::default());
+}
+
+#[test]
 fn redis_down_is_an_error() {
     let e = Redis::open("redis://127.0.0.1:1/", "x", Duration::from_millis(500)).err().unwrap();
     assert!(e.to_string().contains("redis"), "{e}");

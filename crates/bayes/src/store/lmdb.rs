@@ -126,11 +126,11 @@ fn decode_totals(b: &[u8]) -> Totals {
     Totals { spam: w(0), ham: w(8) }
 }
 
-/// A seen record: class byte, day, and (since the linear layer) its step; older records have
-/// no step, which forgets nothing from the weights.
-fn decode_seen(v: &[u8]) -> Option<(Class, f32)> {
+/// A seen record: class byte, day, and (since the linear layer) its step; records from before
+/// it have no step (`None`): the layer has not learnt that message.
+fn decode_seen(v: &[u8]) -> Option<(Class, Option<f32>)> {
     let class = Class::from_byte(*v.first()?)?;
-    let alpha = v.get(5..9).and_then(|s| s.try_into().ok()).map_or(0.0, f32::from_le_bytes);
+    let alpha = v.get(5..9).and_then(|s| s.try_into().ok()).map(f32::from_le_bytes);
     Some((class, alpha))
 }
 
@@ -181,7 +181,7 @@ impl Store for Lmdb {
         let mut weights = linear::decode(self.meta.get(&wtxn, LINEAR).map_err(|e| self.err(e))?);
         let mut weights_changed = false;
         // Digest -> class and linear step, as this batch leaves them.
-        let mut seen_now: HashMap<[u8; 16], Option<(Class, f32)>> = HashMap::new();
+        let mut seen_now: HashMap<[u8; 16], Option<(Class, Option<f32>)>> = HashMap::new();
         let mut out = Vec::with_capacity(items.len());
         for item in items {
             let seen = match seen_now.get(&item.digest.0) {
@@ -198,9 +198,14 @@ impl Store for Lmdb {
                 super::bump(&mut totals, c, 1);
             }
             if remove.is_some() || add.is_some() {
-                let alpha = linear::apply(&mut weights, &item.vector, seen.map(|s| s.1), add);
+                let alpha = linear::apply(&mut weights, &item.vector, seen.and_then(|s| s.1), add);
                 weights_changed = true;
-                seen_now.insert(item.digest.0, add.map(|c| (c, alpha)));
+                seen_now.insert(item.digest.0, add.map(|c| (c, Some(alpha))));
+            } else if outcome == Learned::Already && seen.is_some_and(|s| s.1.is_none()) {
+                // Counted before the linear layer existed: training again teaches it to the layer.
+                let alpha = linear::apply(&mut weights, &item.vector, None, Some(item.class));
+                weights_changed = true;
+                seen_now.insert(item.digest.0, Some((item.class, Some(alpha))));
             }
             out.push(outcome);
         }
@@ -226,7 +231,7 @@ impl Store for Lmdb {
                     let mut v = [0u8; 9];
                     v[0] = c.byte();
                     v[1..5].copy_from_slice(&day.to_le_bytes());
-                    v[5..].copy_from_slice(&alpha.to_le_bytes());
+                    v[5..].copy_from_slice(&alpha.unwrap_or(0.0).to_le_bytes());
                     self.seen.put(&mut wtxn, &digest, &v).map_err(|e| self.err(e))?;
                 }
                 None => {
@@ -386,5 +391,36 @@ impl Store for Snapshotted {
 
     fn expire(&self, limits: &Expiry) -> Result<Expired, Error> {
         self.lmdb.expire(limits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_message_learnt_before_the_linear_layer_teaches_it_when_trained_again() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Lmdb::open(d.path(), 1 << 24).unwrap();
+        let item = Item::new(b"Subject: cheap\r\n\r\nbuy cheap meds now\r\n", Class::Spam, vec![1 << 60, 2 << 60]);
+        s.learn(std::slice::from_ref(&item), false).unwrap();
+        // As a store from before the linear layer: a 5-byte seen record, no weights.
+        let mut w = s.env.write_txn().unwrap();
+        s.seen.put(&mut w, &item.digest.0, &[b's', 0, 0, 0, 0]).unwrap();
+        s.meta.delete(&mut w, LINEAR).unwrap();
+        w.commit().unwrap();
+        assert_eq!(s.margin(&item.vector).unwrap(), 0.0);
+        // Trained again: not counted twice, but the layer learns it and remembers its step.
+        assert_eq!(s.learn(std::slice::from_ref(&item), false).unwrap(), vec![Learned::Already]);
+        assert_eq!(s.lookup(&item.hashes, &mut Vec::new()).unwrap(), Totals { spam: 1, ham: 0 });
+        let m = s.margin(&item.vector).unwrap();
+        assert!((m - 1.0).abs() < 1e-3, "{m}");
+        assert_eq!(s.learn(std::slice::from_ref(&item), false).unwrap(), vec![Learned::Already]);
+        assert!((s.margin(&item.vector).unwrap() - m).abs() < 1e-6);
+        // And forgetting it takes back both.
+        assert_eq!(s.learn(std::slice::from_ref(&item), true).unwrap(), vec![Learned::Forgotten]);
+        assert!(s.margin(&item.vector).unwrap().abs() < 1e-6);
+        assert_eq!(s.lookup(&item.hashes, &mut Vec::new()).unwrap(), Totals::default());
     }
 }

@@ -36,10 +36,16 @@ end
 local function step(a)
   for i = xs, #ARGV, 2 do redis.call('HINCRBYFLOAT', w, ARGV[i], a * tonumber(ARGV[i + 1])) end
 end
-local remove, add, outcome = nil, nil, nil
+local remove, add, outcome, counted = nil, nil, nil, false
+-- A record without a step was learnt before the linear layer existed.
+local legacy = prev and not string.find(prev, '|', 1, true)
 if not forget then
-  if prevc == class then return 'already' end
-  if prevc then remove = prevc; outcome = 'relearned' else outcome = 'learned' end
+  if prevc == class then
+    if not legacy then return 'already' end
+    -- Counted already: only the linear layer learns it now.
+    counted = true
+    outcome = 'already'
+  elseif prevc then remove = prevc; outcome = 'relearned' else outcome = 'learned' end
   add = class
 else
   if not prevc then return 'unchanged' end
@@ -62,10 +68,12 @@ if remove then
 end
 if add then
   local k = key(add)
-  redis.call('HINCRBY', tot, total(add), 1)
-  for i = 7, xs - 1 do
-    redis.call('HINCRBY', k, ARGV[i], 1)
-    redis.call('HSET', d, ARGV[i], day)
+  if not counted then
+    redis.call('HINCRBY', tot, total(add), 1)
+    for i = 7, xs - 1 do
+      redis.call('HINCRBY', k, ARGV[i], 1)
+      redis.call('HSET', d, ARGV[i], day)
+    end
   end
   -- The linear layer's passive-aggressive step (crate::linear::step).
   local fields, vals, margin, sq = {}, {}, 0, 0
