@@ -234,6 +234,47 @@ fn a_killed_trainer_leaves_a_usable_store_and_training_again_counts_each_message
     assert_eq!(totals(&config), (20_000, 2_000));
 }
 
+/// The margin `strainer scan` reports for a message file.
+fn scanned_margin(config: &Path, file: &Path) -> f64 {
+    let out = strainer(&["scan"], config).arg(file).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let at = text.find("margin=").unwrap_or_else(|| panic!("no margin in {text}"));
+    text[at + 7..].split_whitespace().next().and_then(|m| m.parse().ok()).unwrap_or_else(|| panic!("{text}"))
+}
+
+#[test]
+fn training_teaches_the_linear_layer_and_scan_shows_its_margin() {
+    let d = tempfile::tempdir().unwrap();
+    synth(&d.path().join("spam"), 60, true);
+    synth(&d.path().join("ham"), 60, false);
+    let config = write_config(d.path());
+    let out = strainer(&["train", "--spam"], &config)
+        .arg(d.path().join("spam"))
+        .arg("--ham")
+        .arg(d.path().join("ham"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("buckets weighted"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Messages never learnt, whose words were only seen with other digits (so as whole words
+    // they are new): the 4-grams they share with what was learnt put them on their side.
+    let spam = d.path().join("probe-spam.eml");
+    let ham = d.path().join("probe-ham.eml");
+    std::fs::write(&spam, "From: y@example.org\r\nSubject: note\r\n\r\ncheap5 offer free winner pills money prize\r\n")
+        .unwrap();
+    std::fs::write(
+        &ham,
+        "From: y@example.org\r\nSubject: note\r\n\r\nmeeting5 patch review release kernel design lunch\r\n",
+    )
+    .unwrap();
+    let (ms, mh) = (scanned_margin(&config, &spam), scanned_margin(&config, &ham));
+    assert!(ms > 0.0 && mh < 0.0, "spam margin {ms}, ham margin {mh}");
+}
+
 #[test]
 fn train_refuses_a_missing_path_with_advice() {
     let d = tempfile::tempdir().unwrap();
