@@ -52,13 +52,21 @@ pub fn config(data: &[u8]) {
     let _ = crate::config::Config::parse(&String::from_utf8_lossy(data), "fuzz");
 }
 
-/// Takes arbitrary bytes apart as a message and tokenizes it for Bayes (with feature names).
+/// Takes arbitrary bytes apart as a message and tokenizes it for Bayes (with feature names and
+/// the linear layer's vector).
 pub fn bayes_tokens(data: &[u8]) {
     let limits = Limits { max_decoded_bytes: 4 << 20, ..Limits::default() };
     let view = analyze(data, &limits);
     let t = strainer_bayes::tokenize(&view, &strainer_bayes::Options::default(), true);
     let counts = vec![strainer_bayes::Counts { spam: 3, ham: 1 }; t.hashes.len()];
     let totals = strainer_bayes::Totals { spam: 10, ham: 10 };
-    let s = strainer_bayes::model::classify(&counts, totals, &strainer_bayes::Params::default(), 5);
+    let mut s = strainer_bayes::model::classify(&counts, totals, &strainer_bayes::Params::default(), 5);
+    // The linear layer's view of the same bytes: one step on it lands on the asked side.
+    let x = strainer_bayes::Vector::of(&t.hashes, data);
+    let mut w = vec![0f32; strainer_bayes::linear::DIM];
+    strainer_bayes::linear::apply(&mut w, &x, None, Some(strainer_bayes::Class::Spam));
+    let margin = x.dot(|i| w[i as usize]);
+    assert!(x.entries.is_empty() || (margin - 1.0).abs() < 1e-3, "a step must reach the margin: {margin}");
+    s.add_margin(margin);
     assert!(s.log_odds.is_finite(), "score must be finite");
 }
