@@ -375,6 +375,14 @@ fn bayes_check(config: &Config) -> Check {
         crate::bayes::Backend::Lmdb => b.lmdb_path(base).display().to_string(),
         crate::bayes::Backend::Redis => b.redis_url.clone(),
     };
+    if b.threshold < 5.0 {
+        // Below 5 the threshold is on the scale of Fisher's log-odds alone (the default was 1.5):
+        // with the linear layer added, it would call about 1.5% of ham spam.
+        return fail(
+            format!("bayes.threshold = {} is on the old scale (Fisher alone)", b.threshold),
+            "the score now adds the linear layer: remove bayes.threshold and bayes.points_per_log_odds from the configuration to take the defaults (12 and 0.42)",
+        );
+    }
     if !b.store_exists(base) {
         return ok(format!(
             "bayes store at {at} does not exist yet: Bayes is silent until `strainer train` has learnt {} spam and {} ham",
@@ -392,8 +400,30 @@ fn bayes_check(config: &Config) -> Check {
             s.totals.spam, s.totals.ham, b.min_spam, b.min_ham
         )),
         Ok(s) => ok(format!(
-            "bayes store at {at}: scoring, {} spam and {} ham learnt, {} features",
-            s.totals.spam, s.totals.ham, s.tokens
+            "bayes store at {at}: scoring, {} spam and {} ham learnt, {} features, {}",
+            s.totals.spam,
+            s.totals.ham,
+            s.tokens,
+            if s.weights == 0 {
+                "linear layer untrained (run `strainer train` again on the same messages)".to_string()
+            } else {
+                format!("linear layer {} buckets", s.weights)
+            }
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bayes_threshold_on_the_old_scale_fails_with_what_to_do() {
+        let mut config = Config::default();
+        config.bayes.threshold = 1.5;
+        let c = bayes_check(&config);
+        assert!(!c.ok && c.what.contains("bayes.threshold") && c.advice.contains("remove bayes.threshold"), "{c}");
+        config.bayes.threshold = strainer_bayes::DEFAULT_THRESHOLD;
+        assert!(!bayes_check(&config).what.contains("old scale"));
     }
 }
