@@ -149,6 +149,13 @@ fn strainer(args: &[&str], config: &Path) -> Command {
     c
 }
 
+/// `strainer train --spam <spam> --ham <ham>`.
+fn train(config: &Path, spam: &Path, ham: &Path) -> Command {
+    let mut c = strainer(&["train", "--spam"], config);
+    c.arg(spam).arg("--ham").arg(ham);
+    c
+}
+
 fn totals(config: &Path) -> (u64, u64) {
     let out = strainer(&["bayes", "stats", "--json"], config).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -164,14 +171,7 @@ fn trainer_and_readers_in_separate_processes_share_the_store() {
     let config = write_config(d.path());
     let spam = d.path().join("spam");
     let ham = d.path().join("ham");
-    let mut trainer = strainer(&["train", "--spam"], &config)
-        .arg(&spam)
-        .arg("--ham")
-        .arg(&ham)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut trainer = train(&config, &spam, &ham).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let mut last = (0, 0);
     let mut reads = 0;
     while trainer.try_wait().unwrap().is_none() {
@@ -199,10 +199,7 @@ fn a_killed_trainer_leaves_a_usable_store_and_training_again_counts_each_message
     synth(&d.path().join("spam"), 20_000, true);
     synth(&d.path().join("ham"), 2_000, false);
     let config = write_config(d.path());
-    let mut trainer = strainer(&["train", "--spam"], &config)
-        .arg(d.path().join("spam"))
-        .arg("--ham")
-        .arg(d.path().join("ham"))
+    let mut trainer = train(&config, &d.path().join("spam"), &d.path().join("ham"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -221,12 +218,7 @@ fn a_killed_trainer_leaves_a_usable_store_and_training_again_counts_each_message
     let (s, h) = totals(&config);
     // The classes are interleaved, so a batch holds both.
     assert!(s + h < 22_000 && (s + h) % 500 == 0 && s > 0 && h > 0, "only whole batches were committed: {s} {h}");
-    let out = strainer(&["train", "--spam"], &config)
-        .arg(d.path().join("spam"))
-        .arg("--ham")
-        .arg(d.path().join("ham"))
-        .output()
-        .unwrap();
+    let out = train(&config, &d.path().join("spam"), &d.path().join("ham")).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("spam: {} learnt, {s} already learnt", 20_000 - s)), "{text}");
@@ -248,12 +240,7 @@ fn training_teaches_the_linear_layer_and_scan_shows_its_margin() {
     synth(&d.path().join("spam"), 60, true);
     synth(&d.path().join("ham"), 60, false);
     let config = write_config(d.path());
-    let out = strainer(&["train", "--spam"], &config)
-        .arg(d.path().join("spam"))
-        .arg("--ham")
-        .arg(d.path().join("ham"))
-        .output()
-        .unwrap();
+    let out = train(&config, &d.path().join("spam"), &d.path().join("ham")).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("buckets weighted"),
@@ -302,7 +289,7 @@ fn mbox_and_maildir_are_read_message_by_message() {
     std::fs::write(md.join("cur/1.host:2,S"), "Subject: a\n\nmeeting notes\n").unwrap();
     std::fs::write(md.join("new/2.host"), "Subject: b\n\nrelease plan\n").unwrap();
     std::fs::write(md.join("tmp/3.host"), "Subject: c\n\nhalf written\n").unwrap();
-    let out = strainer(&["train", "--spam"], &config).arg(&mbox).arg("--ham").arg(&md).output().unwrap();
+    let out = train(&config, &mbox, &md).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(totals(&config), (2, 2));
 }
