@@ -240,15 +240,18 @@ impl Scanner {
         };
         let strongest: Vec<String> =
             classified.explain.iter().map(|(n, f, k)| format!("{n}={f:.3}({}/{})", k.spam, k.ham)).collect();
+        let linear: Vec<String> = classified.linear.iter().map(|(n, s)| format!("{n}={s:+.2}")).collect();
         let mut f = Finding::new(
             name,
             format!(
-                "p={:.4} score={l:.2} margin={:.2} features={}{}{}",
+                "p={:.4} score={l:.2} margin={:.2} features={}{}{}{}{}",
                 classified.score.probability,
                 classified.score.margin,
                 classified.score.used,
                 if strongest.is_empty() { "" } else { " strongest: " },
-                strongest.join(" ")
+                strongest.join(" "),
+                if linear.is_empty() { "" } else { " linear: " },
+                linear.join(" ")
             ),
         );
         f.score = Some((l * c.points_per_log_odds).clamp(c.min_points, c.max_points));

@@ -42,6 +42,10 @@ pub struct Classified {
     pub totals: Totals,
     /// The strongest features either way, with their text and f(w), when asked for.
     pub explain: Vec<(String, f64, Counts)>,
+    /// The features that moved the linear layer's share of the score most either way, with
+    /// their text and that share, when asked for; last, what the 4-grams (which have no text)
+    /// added between them.
+    pub linear: Vec<(String, f64)>,
 }
 
 impl<S: Store> Bayes<S> {
@@ -64,6 +68,7 @@ impl<S: Store> Bayes<S> {
         let totals = self.store.lookup(&tokens.hashes, &mut counts)?;
         let mut score = model::classify(&counts, totals, &self.params, explain);
         score.add_margin(self.store.margin(vector)?);
+        let linear = if explain > 0 { self.explain_linear(tokens, vector, score.margin, explain)? } else { Vec::new() };
         let explain = score
             .strongest
             .iter()
@@ -72,7 +77,39 @@ impl<S: Store> Bayes<S> {
                 (tokens.name(h).unwrap_or("?").to_string(), f, counts[i])
             })
             .collect();
-        Ok(Classified { score, totals, explain })
+        Ok(Classified { score, totals, explain, linear })
+    }
+
+    /// Each named feature's share of the linear layer's part of the score (a bucket shared by
+    /// several features is named after one of them), the `n` largest either way, then what the
+    /// 4-grams added (the linear part less every named feature's share).
+    fn explain_linear(
+        &self,
+        tokens: &Tokens,
+        vector: &Vector,
+        margin: f64,
+        n: usize,
+    ) -> Result<Vec<(String, f64)>, Error> {
+        let mut named: Vec<(u32, &str)> = tokens
+            .hashes
+            .iter()
+            .filter_map(|&h| tokens.name(h).map(|name| (linear::bucket_of_hash(h), name)))
+            .collect();
+        named.sort_unstable_by_key(|b| b.0);
+        named.dedup_by_key(|b| b.0);
+        let buckets: Vec<u32> = named.iter().map(|b| b.0).collect();
+        let weights = self.store.weights(&buckets)?;
+        let mut parts: Vec<(String, f64)> = Vec::with_capacity(named.len());
+        for ((bucket, name), w) in named.iter().zip(weights) {
+            if let Ok(i) = vector.entries.binary_search_by_key(bucket, |e| e.0) {
+                parts.push((name.to_string(), linear::SCALE * f64::from(w) * f64::from(vector.entries[i].1)));
+            }
+        }
+        let rest = linear::SCALE * margin - parts.iter().map(|p| p.1).sum::<f64>();
+        parts.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+        parts.truncate(n);
+        parts.push(("4-grams".to_string(), rest));
+        Ok(parts)
     }
 
     /// Learns (or with `forget`, unlearns) one message.

@@ -108,7 +108,7 @@ impl Vector {
 }
 
 /// The bucket of a tokenizer feature.
-fn bucket_of_hash(h: u64) -> u32 {
+pub fn bucket_of_hash(h: u64) -> u32 {
     (h >> (64 - BITS)) as u32
 }
 

@@ -196,6 +196,10 @@ pub trait Store: Send + Sync {
     fn lookup(&self, hashes: &[u64], out: &mut Vec<Counts>) -> Result<Totals, Error>;
     /// The linear layer's margin for `x` (0 while untrained).
     fn margin(&self, x: &Vector) -> Result<f64, Error>;
+    /// The linear layer's weights of `buckets`, in order (to explain a score).
+    fn weights(&self, buckets: &[u32]) -> Result<Vec<f32>, Error> {
+        buckets.iter().map(|&b| Ok(self.margin(&Vector { entries: vec![(b, 1.0)] })? as f32)).collect()
+    }
     /// Learns (or forgets) a batch atomically.
     fn learn(&self, items: &[Item], forget: bool) -> Result<Vec<Learned>, Error>;
     /// Counts and size.
@@ -444,6 +448,9 @@ impl<S: Store + ?Sized> Store for &S {
     }
     fn margin(&self, x: &Vector) -> Result<f64, Error> {
         (**self).margin(x)
+    }
+    fn weights(&self, buckets: &[u32]) -> Result<Vec<f32>, Error> {
+        (**self).weights(buckets)
     }
     fn learn(&self, items: &[Item], forget: bool) -> Result<Vec<Learned>, Error> {
         (**self).learn(items, forget)

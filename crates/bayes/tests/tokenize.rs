@@ -51,6 +51,24 @@ fn trained() -> Bayes<Memory> {
     b
 }
 
+#[test]
+fn explaining_names_what_moved_the_linear_layer_and_adds_up() {
+    let b = trained();
+    let m = "Subject: offer 3\r\n\r\ncheap pills free prize click here 3\r\n";
+    let view = strainer_mime::analyze(m.as_bytes(), &strainer_mime::Limits::default());
+    let c = b.classify(m.as_bytes(), &view, 3).unwrap();
+    assert_eq!(c.linear.len(), 4, "{:?}", c.linear);
+    assert_eq!(c.linear[3].0, "4-grams");
+    assert!(c.linear[0].1.abs() >= c.linear[2].1.abs(), "{:?}", c.linear);
+    // With every feature named, the shares add up to the linear part of the score.
+    let all = b.classify(m.as_bytes(), &view, 10_000).unwrap();
+    let sum: f64 = all.linear.iter().map(|p| p.1).sum();
+    assert!((sum - strainer_bayes::linear::SCALE * all.score.margin).abs() < 1e-6, "{sum} {}", all.score.margin);
+    assert!(all.score.margin > 0.0);
+    // Not asked: nothing computed.
+    assert!(b.classify(m.as_bytes(), &view, 0).unwrap().linear.is_empty());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 

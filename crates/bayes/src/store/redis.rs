@@ -200,6 +200,15 @@ impl Store for Redis {
         Ok(Redis::totals_of(tot))
     }
 
+    fn weights(&self, buckets: &[u32]) -> Result<Vec<f32>, Error> {
+        if buckets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let fields: Vec<Vec<u8>> = buckets.iter().map(|b| b.to_be_bytes().to_vec()).collect();
+        let got: Vec<Option<f64>> = self.with(|c| redis::cmd("HMGET").arg(self.key("w")).arg(&fields).query(c))?;
+        Ok(got.into_iter().map(|w| w.unwrap_or(0.0) as f32).collect())
+    }
+
     /// The margin from a copy of all weights when they have not changed since it was read (one
     /// GET), else from the message's buckets (one HMGET); the copy is re-read at most every
     /// [`WEIGHTS_REREAD`] (a HGETALL of up to [`linear::DIM`] fields).
