@@ -172,6 +172,16 @@ impl Redis {
         Ok(out)
     }
 
+    /// The weights of `buckets`, in order, in one HMGET (0 where none is held).
+    fn read_weights(&self, buckets: impl Iterator<Item = u32>) -> Result<Vec<f64>, Error> {
+        let fields: Vec<Vec<u8>> = buckets.map(|b| b.to_be_bytes().to_vec()).collect();
+        if fields.is_empty() {
+            return Ok(Vec::new());
+        }
+        let got: Vec<Option<f64>> = self.with(|c| redis::cmd("HMGET").arg(self.key("w")).arg(&fields).query(c))?;
+        Ok(got.into_iter().map(|w| w.unwrap_or(0.0)).collect())
+    }
+
     fn totals_of(v: (Option<u64>, Option<u64>)) -> Totals {
         Totals { spam: v.0.unwrap_or(0), ham: v.1.unwrap_or(0) }
     }
@@ -201,12 +211,7 @@ impl Store for Redis {
     }
 
     fn weights(&self, buckets: &[u32]) -> Result<Vec<f32>, Error> {
-        if buckets.is_empty() {
-            return Ok(Vec::new());
-        }
-        let fields: Vec<Vec<u8>> = buckets.iter().map(|b| b.to_be_bytes().to_vec()).collect();
-        let got: Vec<Option<f64>> = self.with(|c| redis::cmd("HMGET").arg(self.key("w")).arg(&fields).query(c))?;
-        Ok(got.into_iter().map(|w| w.unwrap_or(0.0) as f32).collect())
+        Ok(self.read_weights(buckets.iter().copied())?.into_iter().map(|w| w as f32).collect())
     }
 
     /// The margin from a copy of all weights when they have not changed since it was read (one
@@ -223,10 +228,8 @@ impl Store for Redis {
         let dense = match cached {
             Some((true, _, dense)) => dense,
             Some((false, false, _)) => {
-                let fields: Vec<Vec<u8>> = x.entries.iter().map(|e| e.0.to_be_bytes().to_vec()).collect();
-                let got: Vec<Option<f64>> =
-                    self.with(|c| redis::cmd("HMGET").arg(self.key("w")).arg(&fields).query(c))?;
-                return Ok(x.entries.iter().zip(got).map(|(e, w)| f64::from(e.1) * w.unwrap_or(0.0)).sum());
+                let got = self.read_weights(x.entries.iter().map(|e| e.0))?;
+                return Ok(x.entries.iter().zip(got).map(|(e, w)| f64::from(e.1) * w).sum());
             }
             _ => {
                 // Read the version first: a step landing during the read makes the copy newer
