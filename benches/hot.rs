@@ -126,7 +126,7 @@ fn bayes(c: &mut Criterion) {
         })
     });
     g.bench_function("linear_vector_newsletter", |b| {
-        b.iter(|| strainer_bayes::Vector::of(&tokens.hashes, &raw).entries.len())
+        b.iter(|| strainer_bayes::Vector::of(&tokens.hashes, &raw).norm_sq())
     });
     let x = strainer_bayes::Vector::of(&tokens.hashes, &raw);
     g.bench_function("linear_margin_lmdb", |b| b.iter(|| store.margin(&x).unwrap()));

@@ -66,7 +66,7 @@ pub fn bayes_tokens(data: &[u8]) {
     let mut w = vec![0f32; strainer_bayes::linear::DIM];
     strainer_bayes::linear::apply(&mut w, &x, None, Some(strainer_bayes::Class::Spam));
     let margin = x.dot(|i| w[i as usize]);
-    assert!(x.entries.is_empty() || (margin - 1.0).abs() < 1e-3, "a step must reach the margin: {margin}");
+    assert!(x.is_empty() || (margin - 1.0).abs() < 1e-3, "a step must reach the margin: {margin}");
     s.add_margin(margin);
     assert!(s.log_odds.is_finite(), "score must be finite");
 }

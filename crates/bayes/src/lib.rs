@@ -101,8 +101,8 @@ impl<S: Store> Bayes<S> {
         let weights = self.store.weights(&buckets)?;
         let mut parts: Vec<(String, f64)> = Vec::with_capacity(named.len());
         for ((bucket, name), w) in named.iter().zip(weights) {
-            if let Ok(i) = vector.entries.binary_search_by_key(bucket, |e| e.0) {
-                parts.push((name.to_string(), linear::SCALE * f64::from(w) * f64::from(vector.entries[i].1)));
+            if let Some(v) = vector.token_value(*bucket) {
+                parts.push((name.to_string(), linear::SCALE * f64::from(w) * f64::from(v)));
             }
         }
         let rest = linear::SCALE * margin - parts.iter().map(|p| p.1).sum::<f64>();

@@ -37,69 +37,91 @@ pub const MAX_STEP: f64 = 10.0;
 /// How much the linear margin counts against Fisher's log-odds in the final score.
 pub const SCALE: f64 = 20.0;
 
-/// A message as the linear model sees it: sorted distinct buckets and their values (unit length).
+/// A message as the linear model sees it: the distinct buckets of its tokenizer features and of
+/// its 4-grams, each group with one value, scaled so the vector has unit length. A bucket in both
+/// groups holds the sum of the two values.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Vector {
-    /// (bucket, value), sorted by bucket.
-    pub entries: Vec<(u32, f32)>,
+    /// Distinct token buckets, sorted.
+    tokens: Vec<u32>,
+    /// Distinct 4-gram buckets, in the order first seen.
+    grams: Vec<u32>,
+    /// The value of a token bucket and of a 4-gram bucket.
+    values: (f32, f32),
+    /// Buckets in both groups.
+    shared: usize,
 }
 
 impl Vector {
     /// The vector of a message: its tokenizer `hashes` and the 4-grams of its `raw` bytes.
     pub fn of(hashes: &[u64], raw: &[u8]) -> Vector {
-        let mut toks: Vec<u32> = hashes.iter().map(|&h| bucket_of_hash(h)).collect();
-        toks.sort_unstable();
-        toks.dedup();
-        let grams = grams(raw);
-        let groups = u8::from(!toks.is_empty()) + u8::from(!grams.is_empty());
+        let mut tokens: Vec<u32> = hashes.iter().map(|&h| bucket_of_hash(h)).collect();
+        tokens.sort_unstable();
+        tokens.dedup();
+        let (grams, shared) = grams_sharing(raw, &tokens);
+        let groups = u8::from(!tokens.is_empty()) + u8::from(!grams.is_empty());
         if groups == 0 {
             return Vector::default();
         }
-        let share = |n: usize| (1.0 / (f64::from(groups) * n as f64)).sqrt() as f32;
-        let (a, b) = (share(toks.len().max(1)), share(grams.len().max(1)));
-        let mut entries = Vec::with_capacity(toks.len() + grams.len());
-        let (mut i, mut j) = (0, 0);
-        while i < toks.len() || j < grams.len() {
-            match (toks.get(i), grams.get(j)) {
-                (Some(&t), Some(&g)) if t == g => {
-                    entries.push((t, a + b));
-                    i += 1;
-                    j += 1;
-                }
-                (Some(&t), Some(&g)) if t < g => {
-                    entries.push((t, a));
-                    i += 1;
-                }
-                (Some(&t), None) => {
-                    entries.push((t, a));
-                    i += 1;
-                }
-                (_, Some(&g)) => {
-                    entries.push((g, b));
-                    j += 1;
-                }
-                (None, None) => break,
-            }
-        }
+        let share = |n: usize| (1.0 / (f64::from(groups) * n.max(1) as f64)).sqrt();
+        let (a, b) = (share(tokens.len()), share(grams.len()));
         // Buckets shared by a token and a 4-gram make the length a little over 1.
-        let norm = entries.iter().map(|&(_, v)| v * v).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            let inv = 1.0 / norm;
-            for e in &mut entries {
-                e.1 *= inv;
+        let sq = tokens.len() as f64 * a * a + grams.len() as f64 * b * b + 2.0 * shared as f64 * a * b;
+        let inv = 1.0 / sq.sqrt();
+        Vector { tokens, grams, values: ((a * inv) as f32, (b * inv) as f32), shared }
+    }
+
+    /// A vector of value 1 on one bucket.
+    pub fn unit(bucket: u32) -> Vector {
+        Vector { tokens: vec![bucket], values: (1.0, 0.0), ..Vector::default() }
+    }
+
+    /// Whether nothing was seen.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty() && self.grams.is_empty()
+    }
+
+    /// Each (bucket, value): tokens, then 4-grams; a bucket in both comes twice, once with each
+    /// group's value, so sums over this (dot products, steps) come out right.
+    pub fn entries(&self) -> impl Iterator<Item = (u32, f32)> + '_ {
+        let (a, b) = self.values;
+        self.tokens.iter().map(move |&t| (t, a)).chain(self.grams.iter().map(move |&g| (g, b)))
+    }
+
+    /// Each distinct bucket once with its value, sorted by bucket.
+    pub fn merged(&self) -> Vec<(u32, f32)> {
+        let mut all: Vec<(u32, f32)> = self.entries().collect();
+        all.sort_unstable_by_key(|e| e.0);
+        all.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 += later.1;
             }
-        }
-        Vector { entries }
+            same
+        });
+        all
+    }
+
+    /// The value a token bucket holds as a token (its 4-gram share, if any, aside).
+    pub fn token_value(&self, bucket: u32) -> Option<f32> {
+        self.tokens.binary_search(&bucket).ok().map(|_| self.values.0)
+    }
+
+    /// The squared length (1, or 0 when empty).
+    pub fn norm_sq(&self) -> f64 {
+        let (a, b) = (f64::from(self.values.0), f64::from(self.values.1));
+        self.tokens.len() as f64 * a * a + self.grams.len() as f64 * b * b + 2.0 * self.shared as f64 * a * b
     }
 
     /// The dot product with weights read by `w(bucket)`.
     pub fn dot(&self, w: impl Fn(u32) -> f32) -> f64 {
-        self.entries.iter().map(|&(i, v)| f64::from(w(i)) * f64::from(v)).sum()
+        let sum = |buckets: &[u32]| buckets.iter().map(|&i| f64::from(w(i))).sum::<f64>();
+        f64::from(self.values.0) * sum(&self.tokens) + f64::from(self.values.1) * sum(&self.grams)
     }
 
     /// Adds `alpha` times this vector to dense weights.
     pub fn add_to(&self, weights: &mut [f32], alpha: f32) {
-        for &(i, v) in &self.entries {
+        for (i, v) in self.entries() {
             if let Some(w) = weights.get_mut(i as usize) {
                 *w += alpha * v;
             }
@@ -112,14 +134,20 @@ pub fn bucket_of_hash(h: u64) -> u32 {
     (h >> (64 - BITS)) as u32
 }
 
-/// The distinct buckets of the byte 4-grams of the first [`GRAM_BYTES`] of `raw`, carriage
-/// returns left out (so a message on the wire and in a mailbox agree) and our own header fields
-/// skipped.
+/// The distinct buckets of the byte 4-grams of the first [`GRAM_BYTES`] of `raw`, in the order
+/// first seen; carriage returns are left out (so a message on the wire and in a mailbox agree)
+/// and our own header fields skipped.
 pub fn grams(raw: &[u8]) -> Vec<u32> {
-    // A bit per bucket: marking is cheaper than sorting and deduplicating the grams, and reading
-    // the bits back yields the buckets in order.
+    grams_sharing(raw, &[]).0
+}
+
+/// [`grams`], and how many of `tokens` (distinct buckets) are among them.
+fn grams_sharing(raw: &[u8], tokens: &[u32]) -> (Vec<u32>, usize) {
+    // A bit per bucket marks what was seen; each gram is written to the list and the list only
+    // grows when the bit was new, without a branch (reading the bits back, or sorting, cost
+    // three times the rolling itself).
     let mut seen = Box::new([0u64; DIM / 64]);
-    let mut roll = Roll::default();
+    let mut roll = Roll { out: vec![0; raw.len().min(GRAM_BYTES) + 1], ..Roll::default() };
     // Header lines one by one (to skip our own fields), then the body in one go.
     let mut rest = raw;
     let mut skipping = false;
@@ -139,29 +167,28 @@ pub fn grams(raw: &[u8]) -> Vec<u32> {
         }
         rest = after;
     }
-    let mut out = Vec::with_capacity(seen.iter().map(|w| w.count_ones() as usize).sum());
-    for (i, &word) in seen.iter().enumerate() {
-        let mut bits = word;
-        while bits != 0 {
-            out.push(i as u32 * 64 + bits.trailing_zeros());
-            bits &= bits - 1;
-        }
-    }
-    out
+    let shared =
+        tokens.iter().filter(|&&t| seen.get(t as usize / 64).is_some_and(|w| w & (1 << (t % 64)) != 0)).count();
+    let mut out = roll.out;
+    out.truncate(roll.distinct);
+    (out, shared)
 }
 
-/// The last four bytes fed (carriage returns left out), and how many were fed.
+/// The last four bytes fed (carriage returns left out), how many were fed, and the distinct
+/// buckets so far (`out[..distinct]`; `out` has room for one gram per byte plus one).
 #[derive(Default)]
 struct Roll {
     window: u32,
     fed: usize,
+    out: Vec<u32>,
+    distinct: usize,
 }
 
 impl Roll {
     /// Feeds `bytes` until [`GRAM_BYTES`] were fed, marking the bucket of each 4-gram in `seen`.
     fn feed(&mut self, bytes: &[u8], seen: &mut [u64; DIM / 64]) {
         // Locals, not fields, in the loop: the compiler keeps them in registers.
-        let (mut window, mut fed) = (self.window, self.fed);
+        let (mut window, mut fed, mut n) = (self.window, self.fed, self.distinct);
         for &b in bytes {
             if fed >= GRAM_BYTES {
                 break;
@@ -174,10 +201,17 @@ impl Roll {
             fed += 1;
             if fed >= 4 {
                 let g = window.wrapping_mul(0x9E37_79B1) >> (32 - BITS);
-                seen[(g / 64) as usize] |= 1 << (g % 64);
+                let (word, bit) = (&mut seen[(g / 64) as usize], 1u64 << (g % 64));
+                let new = *word & bit == 0;
+                *word |= bit;
+                // At most one gram per byte fed, and fed stops at GRAM_BYTES: n stays in range.
+                if let Some(slot) = self.out.get_mut(n) {
+                    *slot = g;
+                }
+                n += usize::from(new);
             }
         }
-        (self.window, self.fed) = (window, fed);
+        (self.window, self.fed, self.distinct) = (window, fed, n);
     }
 }
 
@@ -192,7 +226,7 @@ fn is_ours(line: &[u8]) -> bool {
 pub fn step(margin: f64, x: &Vector, class: Class) -> f32 {
     let t = if class == Class::Spam { 1.0 } else { -1.0 };
     let loss = 1.0 - t * margin;
-    let sq: f64 = x.entries.iter().map(|&(_, v)| f64::from(v) * f64::from(v)).sum();
+    let sq = x.norm_sq();
     if loss <= 0.0 || sq == 0.0 {
         return 0.0;
     }
@@ -285,12 +319,51 @@ mod tests {
     }
 
     #[test]
-    fn a_vector_has_unit_length_and_sorted_distinct_buckets() {
+    fn a_vector_has_unit_length_and_distinct_buckets() {
         let x = Vector::of(&[1, 2, 3, u64::MAX], &msg("some words of a body"));
-        let norm: f64 = x.entries.iter().map(|e| f64::from(e.1).powi(2)).sum();
+        let merged = x.merged();
+        let norm: f64 = merged.iter().map(|e| f64::from(e.1).powi(2)).sum();
         assert!((norm - 1.0).abs() < 1e-5, "{norm}");
-        assert!(x.entries.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!((x.norm_sq() - 1.0).abs() < 1e-5);
+        assert!(merged.windows(2).all(|w| w[0].0 < w[1].0));
         assert_eq!(Vector::of(&[], b""), Vector::default());
+        assert!(Vector::default().is_empty());
+    }
+
+    #[test]
+    fn a_bucket_both_token_and_gram_holds_both_values() {
+        let raw = msg("a body long enough for several grams");
+        let g = grams(&raw);
+        // A token whose bucket is the first gram's, and one elsewhere.
+        let hit = u64::from(g[0]) << (64 - BITS);
+        let miss = (0..DIM as u64).map(|b| b << (64 - BITS)).find(|h| !g.contains(&bucket_of_hash(*h))).unwrap();
+        let x = Vector::of(&[hit, miss], &raw);
+        assert_eq!(x.shared, 1);
+        let merged = x.merged();
+        assert_eq!(merged.len(), g.len() + 1);
+        let (a, b) = x.values;
+        let at = |bucket: u32| merged.iter().find(|e| e.0 == bucket).unwrap().1;
+        assert!((at(g[0]) - (a + b)).abs() < 1e-7);
+        assert!((at(bucket_of_hash(miss)) - a).abs() < 1e-7);
+        let norm: f64 = merged.iter().map(|e| f64::from(e.1).powi(2)).sum();
+        assert!((norm - 1.0).abs() < 1e-5 && (x.norm_sq() - norm).abs() < 1e-5, "{norm}");
+        // The dot product counts the shared bucket once with its summed value.
+        let w = |i: u32| if i == g[0] { 1.0 } else { 0.0 };
+        assert!((x.dot(w) - f64::from(a + b)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn grams_are_distinct_and_in_range() {
+        let mut raw = msg("repeat repeat repeat repeat");
+        raw.extend(std::iter::repeat_n(b'z', 3 * GRAM_BYTES));
+        let g = grams(&raw);
+        let mut sorted = g.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), g.len());
+        assert!(g.iter().all(|&b| (b as usize) < DIM));
+        assert!(grams(b"abc").is_empty());
+        assert_eq!(grams(b"abcd").len(), 1);
     }
 
     #[test]
@@ -338,14 +411,16 @@ mod tests {
             hashes in proptest::collection::vec(proptest::prelude::any::<u64>(), 0..50),
         ) {
             let x = Vector::of(&hashes, &raw);
-            proptest::prop_assert!(x.entries.windows(2).all(|w| w[0].0 < w[1].0));
-            proptest::prop_assert!(x.entries.iter().all(|e| (e.0 as usize) < DIM && e.1.is_finite() && e.1 > 0.0));
-            let norm: f64 = x.entries.iter().map(|e| f64::from(e.1).powi(2)).sum();
-            proptest::prop_assert!(x.entries.is_empty() || (norm - 1.0).abs() < 1e-4, "{}", norm);
+            let merged = x.merged();
+            proptest::prop_assert!(merged.windows(2).all(|w| w[0].0 < w[1].0));
+            proptest::prop_assert!(merged.iter().all(|e| (e.0 as usize) < DIM && e.1.is_finite() && e.1 > 0.0));
+            let norm: f64 = merged.iter().map(|e| f64::from(e.1).powi(2)).sum();
+            proptest::prop_assert!(x.is_empty() || (norm - 1.0).abs() < 1e-4, "{}", norm);
+            proptest::prop_assert!((x.norm_sq() - norm).abs() < 1e-4);
             let mut w = vec![0f32; DIM];
             apply(&mut w, &x, None, Some(Class::Ham));
             let m = x.dot(|i| w[i as usize]);
-            proptest::prop_assert!(x.entries.is_empty() || (m + 1.0).abs() < 1e-3, "{}", m);
+            proptest::prop_assert!(x.is_empty() || (m + 1.0).abs() < 1e-3, "{}", m);
         }
     }
 

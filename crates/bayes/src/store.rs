@@ -198,7 +198,7 @@ pub trait Store: Send + Sync {
     fn margin(&self, x: &Vector) -> Result<f64, Error>;
     /// The linear layer's weights of `buckets`, in order (to explain a score).
     fn weights(&self, buckets: &[u32]) -> Result<Vec<f32>, Error> {
-        buckets.iter().map(|&b| Ok(self.margin(&Vector { entries: vec![(b, 1.0)] })? as f32)).collect()
+        buckets.iter().map(|&b| Ok(self.margin(&Vector::unit(b))? as f32)).collect()
     }
     /// Learns (or forgets) a batch atomically.
     fn learn(&self, items: &[Item], forget: bool) -> Result<Vec<Learned>, Error>;

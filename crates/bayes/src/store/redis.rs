@@ -218,7 +218,7 @@ impl Store for Redis {
     /// GET), else from the message's buckets (one HMGET); the copy is re-read at most every
     /// [`WEIGHTS_REREAD`] (a HGETALL of up to [`linear::DIM`] fields).
     fn margin(&self, x: &Vector) -> Result<f64, Error> {
-        if x.entries.is_empty() {
+        if x.is_empty() {
             return Ok(0.0);
         }
         let version: u64 = self.with(|c| c.get::<_, Option<u64>>(self.key("wver")))?.unwrap_or(0);
@@ -228,8 +228,8 @@ impl Store for Redis {
         let dense = match cached {
             Some((true, _, dense)) => dense,
             Some((false, false, _)) => {
-                let got = self.read_weights(x.entries.iter().map(|e| e.0))?;
-                return Ok(x.entries.iter().zip(got).map(|(e, w)| f64::from(e.1) * w).sum());
+                let got = self.read_weights(x.entries().map(|e| e.0))?;
+                return Ok(x.entries().zip(got).map(|(e, w)| f64::from(e.1) * w).sum());
             }
             _ => {
                 // Read the version first: a step landing during the read makes the copy newer
@@ -277,7 +277,8 @@ impl Store for Redis {
                 for h in &item.hashes {
                     inv.arg(&h.to_be_bytes()[..]);
                 }
-                for (bucket, v) in &item.vector.entries {
+                // Each bucket once: the script also sums the squares of the values.
+                for (bucket, v) in item.vector.merged() {
                     inv.arg(&bucket.to_be_bytes()[..]).arg(v.to_string());
                 }
                 inv.invoke(c)
