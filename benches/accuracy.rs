@@ -270,11 +270,10 @@ fn main() {
         for &i in &test {
             let view = strainer_mime::analyze(&msgs[i].raw, &limits);
             let tk = tokenize(&view, &opts, false);
-            let totals = store.lookup(&tk.hashes, &mut counts).unwrap();
+            let x = if linear { Vector::of(&tk.hashes, &msgs[i].raw) } else { Vector::default() };
+            let (totals, margin) = store.evidence(&tk.hashes, &mut counts, &x).unwrap();
             let mut s = strainer_bayes::model::classify(&counts, totals, &params, 0);
-            if linear {
-                s.add_margin(lscale * store.margin(&Vector::of(&tk.hashes, &msgs[i].raw)).unwrap());
-            }
+            s.add_margin(lscale * margin);
             scores.push((s.log_odds, msgs[i].spam));
             names.push(i);
         }

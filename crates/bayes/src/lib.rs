@@ -65,9 +65,9 @@ impl<S: Store> Bayes<S> {
     /// Classifies already tokenized features and their linear vector.
     pub fn classify_tokens(&self, tokens: &Tokens, vector: &Vector, explain: usize) -> Result<Classified, Error> {
         let mut counts = Vec::with_capacity(tokens.hashes.len());
-        let totals = self.store.lookup(&tokens.hashes, &mut counts)?;
+        let (totals, margin) = self.store.evidence(&tokens.hashes, &mut counts, vector)?;
         let mut score = model::classify(&counts, totals, &self.params, explain);
-        score.add_margin(self.store.margin(vector)?);
+        score.add_margin(margin);
         let linear = if explain > 0 { self.explain_linear(tokens, vector, score.margin, explain)? } else { Vec::new() };
         let explain = score
             .strongest

@@ -196,6 +196,11 @@ pub trait Store: Send + Sync {
     fn lookup(&self, hashes: &[u64], out: &mut Vec<Counts>) -> Result<Totals, Error>;
     /// The linear layer's margin for `x` (0 while untrained).
     fn margin(&self, x: &Vector) -> Result<f64, Error>;
+    /// [`Store::lookup`] and [`Store::margin`] together, from one snapshot where the store has
+    /// snapshots (so a score never mixes counts and weights of different commits).
+    fn evidence(&self, hashes: &[u64], out: &mut Vec<Counts>, x: &Vector) -> Result<(Totals, f64), Error> {
+        Ok((self.lookup(hashes, out)?, self.margin(x)?))
+    }
     /// The linear layer's weights of `buckets`, in order (to explain a score).
     fn weights(&self, buckets: &[u32]) -> Result<Vec<f32>, Error> {
         buckets.iter().map(|&b| Ok(self.margin(&Vector::unit(b))? as f32)).collect()
@@ -448,6 +453,9 @@ impl<S: Store + ?Sized> Store for &S {
     }
     fn margin(&self, x: &Vector) -> Result<f64, Error> {
         (**self).margin(x)
+    }
+    fn evidence(&self, hashes: &[u64], out: &mut Vec<Counts>, x: &Vector) -> Result<(Totals, f64), Error> {
+        (**self).evidence(hashes, out, x)
     }
     fn weights(&self, buckets: &[u32]) -> Result<Vec<f32>, Error> {
         (**self).weights(buckets)

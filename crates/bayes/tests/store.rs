@@ -29,6 +29,11 @@ fn linear(s: &dyn Store) {
     s.learn(&[other.clone(), x.clone()], false).unwrap();
     let m = s.margin(&x.vector).unwrap();
     assert!((m - 1.0).abs() < 1e-3, "learnt as spam: margin {m}");
+    // Counts and margin read together agree with each read alone.
+    let (mut one, mut two) = (Vec::new(), Vec::new());
+    let (totals, both) = s.evidence(&x.hashes, &mut one, &x.vector).unwrap();
+    assert_eq!((totals, one), (s.lookup(&x.hashes, &mut two).unwrap(), two));
+    assert!((both - m).abs() < 1e-9, "{both} against {m}");
     assert!(s.margin(&other.vector).unwrap() < 0.0);
     assert!(s.stats().unwrap().weights > 0);
     let as_ham = Item { class: Class::Ham, ..x.clone() };

@@ -119,6 +119,22 @@ impl Inner {
     fn totals(&self, txn: &RoTxn) -> Result<Totals, Error> {
         Ok(self.meta.get(txn, TOTALS).map_err(|e| self.err(e))?.map(decode_totals).unwrap_or_default())
     }
+
+    fn lookup_in(&self, txn: &RoTxn, hashes: &[u64], out: &mut Vec<Counts>) -> Result<Totals, Error> {
+        out.clear();
+        for h in hashes {
+            let rec = self.tokens.get(txn, h).map_err(|e| self.err(e))?.and_then(Record::decode);
+            out.push(rec.map(|r| r.counts).unwrap_or_default());
+        }
+        self.totals(txn)
+    }
+
+    fn margin_in(&self, txn: &RoTxn, x: &Vector) -> Result<f64, Error> {
+        Ok(match self.meta.get(txn, LINEAR).map_err(|e| self.err(e))? {
+            Some(bytes) => x.dot(|i| linear::weight_in(bytes, i)),
+            None => 0.0,
+        })
+    }
 }
 
 fn decode_totals(b: &[u8]) -> Totals {
@@ -157,20 +173,17 @@ fn add_delta(d: &mut Deltas, hashes: &[u64], class: Class, sign: i64) {
 impl Store for Lmdb {
     fn lookup(&self, hashes: &[u64], out: &mut Vec<Counts>) -> Result<Totals, Error> {
         let txn = self.env.read_txn().map_err(|e| self.err(e))?;
-        out.clear();
-        for h in hashes {
-            let rec = self.tokens.get(&txn, h).map_err(|e| self.err(e))?.and_then(Record::decode);
-            out.push(rec.map(|r| r.counts).unwrap_or_default());
-        }
-        self.totals(&txn)
+        self.lookup_in(&txn, hashes, out)
     }
 
     fn margin(&self, x: &Vector) -> Result<f64, Error> {
         let txn = self.env.read_txn().map_err(|e| self.err(e))?;
-        Ok(match self.meta.get(&txn, LINEAR).map_err(|e| self.err(e))? {
-            Some(bytes) => x.dot(|i| linear::weight_in(bytes, i)),
-            None => 0.0,
-        })
+        self.margin_in(&txn, x)
+    }
+
+    fn evidence(&self, hashes: &[u64], out: &mut Vec<Counts>, x: &Vector) -> Result<(Totals, f64), Error> {
+        let txn = self.env.read_txn().map_err(|e| self.err(e))?;
+        Ok((self.lookup_in(&txn, hashes, out)?, self.margin_in(&txn, x)?))
     }
 
     fn learn(&self, items: &[Item], forget: bool) -> Result<Vec<Learned>, Error> {
@@ -321,6 +334,18 @@ struct Snap {
     weights: Vec<f32>,
 }
 
+impl Snap {
+    fn lookup(&self, hashes: &[u64], out: &mut Vec<Counts>) -> Totals {
+        out.clear();
+        out.extend(hashes.iter().map(|h| self.counts.get(h).copied().unwrap_or_default()));
+        self.totals
+    }
+
+    fn margin(&self, x: &Vector) -> f64 {
+        x.dot(|i| self.weights.get(i as usize).copied().unwrap_or(0.0))
+    }
+}
+
 impl Snapshotted {
     /// Reads `lmdb` through an in-memory copy.
     pub fn new(lmdb: Lmdb) -> Snapshotted {
@@ -365,19 +390,22 @@ impl Snapshotted {
 impl Store for Snapshotted {
     fn lookup(&self, hashes: &[u64], out: &mut Vec<Counts>) -> Result<Totals, Error> {
         match self.current() {
-            Some(s) => {
-                out.clear();
-                out.extend(hashes.iter().map(|h| s.counts.get(h).copied().unwrap_or_default()));
-                Ok(s.totals)
-            }
+            Some(s) => Ok(s.lookup(hashes, out)),
             None => self.lmdb.lookup(hashes, out),
         }
     }
 
     fn margin(&self, x: &Vector) -> Result<f64, Error> {
         match self.current() {
-            Some(s) => Ok(x.dot(|i| s.weights.get(i as usize).copied().unwrap_or(0.0))),
+            Some(s) => Ok(s.margin(x)),
             None => self.lmdb.margin(x),
+        }
+    }
+
+    fn evidence(&self, hashes: &[u64], out: &mut Vec<Counts>, x: &Vector) -> Result<(Totals, f64), Error> {
+        match self.current() {
+            Some(s) => Ok((s.lookup(hashes, out), s.margin(x))),
+            None => self.lmdb.evidence(hashes, out, x),
         }
     }
 
