@@ -213,8 +213,20 @@ pub fn train(
     ham: &[PathBuf],
     forget: bool,
 ) -> anyhow::Result<(Summary, Summary)> {
+    train_with(&config.mime, &strainer_bayes::Options::default(), store, spam, ham, forget)
+}
+
+/// [`train`] with the MIME limits and tokenizer options given (the accuracy bench measures
+/// variants of the tokenizer through the very training loop `strainer train` runs).
+pub fn train_with(
+    limits: &strainer_mime::Limits,
+    opts: &strainer_bayes::Options,
+    store: &dyn Store,
+    spam: &[PathBuf],
+    ham: &[PathBuf],
+    forget: bool,
+) -> anyhow::Result<(Summary, Summary)> {
     let mut streams = [Stream::new(Class::Spam, spam)?, Stream::new(Class::Ham, ham)?];
-    let opts = strainer_bayes::Options::default();
     let mut sums = (Summary::default(), Summary::default());
     let mut progress = Progress {
         on: std::io::stderr().is_terminal(),
@@ -241,8 +253,8 @@ pub fn train(
         let stream = if pick == Class::Spam { &mut streams[0] } else { &mut streams[1] };
         let sum = if pick == Class::Spam { &mut sums.0 } else { &mut sums.1 };
         let Some(raw) = stream.next(sum, &mut files_read) else { continue };
-        let view = strainer_mime::analyze(&raw, &config.mime);
-        let tokens = tokenize(&view, &opts, false);
+        let view = strainer_mime::analyze(&raw, limits);
+        let tokens = tokenize(&view, opts, false);
         batch.push(Item::new(&raw, stream.class, tokens.hashes));
         if batch.len() >= BATCH {
             flush(&mut batch, &mut sums)?;
