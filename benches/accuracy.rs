@@ -231,7 +231,7 @@ fn main() {
         // learn in batches, the classes interleaved in its order.
         let t = Instant::now();
         let (spam, ham) = (class_files(&msgs, &train, true), class_files(&msgs, &train, false));
-        let (s, h) = strainer::train_cmd::train_with(&limits, &opts, &*store, &spam, &ham, false).unwrap();
+        let (s, h) = strainer::train_cmd::train_with(&limits, &opts, &params, &*store, &spam, &ham, false).unwrap();
         assert_eq!((s.total() + h.total()) as usize, train.len(), "every training message learnt");
         let train_ms = t.elapsed().as_secs_f64() * 1000.0 / train.len() as f64;
         // serve's in-memory copy of the store is rebuilt once after a trainer commits: timed

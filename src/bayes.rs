@@ -10,6 +10,9 @@ use strainer_bayes::{Bayes, Classified, Expiry, Store};
 use strainer_mime::View;
 use strainer_types::Finding;
 
+/// Policy points per unit of Bayes score by default: puts the default threshold at policy.spam (5).
+pub const DEFAULT_POINTS_PER_LOG_ODDS: f64 = 0.5;
+
 /// Which store holds the model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -75,7 +78,7 @@ impl Default for BayesConfig {
             min_spam: 200,
             min_ham: 200,
             threshold: strainer_bayes::DEFAULT_THRESHOLD,
-            points_per_log_odds: 0.42,
+            points_per_log_odds: DEFAULT_POINTS_PER_LOG_ODDS,
             max_points: 12.0,
             min_points: -5.0,
             max_tokens: 1_000_000,

@@ -285,7 +285,11 @@ impl Config {
         }
         let b = &self.bayes;
         if !(b.threshold > 0.0 && b.threshold.is_finite()) {
-            return err("bayes", "threshold", "must be a positive score (the default is 12)".into());
+            return err(
+                "bayes",
+                "threshold",
+                format!("must be a positive score (the default is {})", strainer_bayes::DEFAULT_THRESHOLD),
+            );
         }
         if b.map_size_mb < 16 {
             return err("bayes", "map_size_mb", "must be at least 16 (MiB)".into());

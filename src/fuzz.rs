@@ -64,7 +64,7 @@ pub fn bayes_tokens(data: &[u8]) {
     // The linear layer's view of the same bytes: one step on it lands on the asked side.
     let x = strainer_bayes::Vector::of(&t.hashes, data);
     let mut w = vec![0f32; strainer_bayes::linear::DIM];
-    strainer_bayes::linear::apply(&mut w, &x, None, Some(strainer_bayes::Class::Spam));
+    strainer_bayes::linear::apply(&mut w, &x, None, Some(strainer_bayes::Class::Spam), 0.0);
     let margin = x.dot(|i| w[i as usize]);
     assert!(x.is_empty() || (margin - 1.0).abs() < 1e-3, "a step must reach the margin: {margin}");
     s.add_margin(margin);

@@ -380,7 +380,11 @@ fn bayes_check(config: &Config) -> Check {
         // with the linear layer added, it would call about 1.5% of ham spam.
         return fail(
             format!("bayes.threshold = {} is on the old scale (Fisher alone)", b.threshold),
-            "the score now adds the linear layer: remove bayes.threshold and bayes.points_per_log_odds from the configuration to take the defaults (12 and 0.42)",
+            format!(
+                "the score now adds the linear layer: remove bayes.threshold and bayes.points_per_log_odds from the configuration to take the defaults ({} and {})",
+                strainer_bayes::DEFAULT_THRESHOLD,
+                crate::bayes::DEFAULT_POINTS_PER_LOG_ODDS
+            ),
         );
     }
     if !b.store_exists(base) {

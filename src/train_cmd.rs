@@ -213,14 +213,16 @@ pub fn train(
     ham: &[PathBuf],
     forget: bool,
 ) -> anyhow::Result<(Summary, Summary)> {
-    train_with(&config.mime, &strainer_bayes::Options::default(), store, spam, ham, forget)
+    let (opts, params) = (strainer_bayes::Options::default(), strainer_bayes::Params::default());
+    train_with(&config.mime, &opts, &params, store, spam, ham, forget)
 }
 
-/// [`train`] with the MIME limits and tokenizer options given (the accuracy bench measures
-/// variants of the tokenizer through the very training loop `strainer train` runs).
+/// [`train`] with the MIME limits, tokenizer options and classifier parameters given (the
+/// accuracy bench measures variants through the very training loop `strainer train` runs).
 pub fn train_with(
     limits: &strainer_mime::Limits,
     opts: &strainer_bayes::Options,
+    params: &strainer_bayes::Params,
     store: &dyn Store,
     spam: &[PathBuf],
     ham: &[PathBuf],
@@ -240,7 +242,7 @@ pub fn train_with(
         if batch.is_empty() {
             return Ok(());
         }
-        let results = store.learn(batch, forget)?;
+        let results = store.learn_with(batch, forget, params)?;
         for (item, l) in batch.iter().zip(results) {
             if item.class == Class::Spam { sums.0.add(l) } else { sums.1.add(l) }
         }

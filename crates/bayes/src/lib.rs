@@ -21,7 +21,7 @@ pub use tokenize::{Options, Tokens, tokenize};
 use strainer_mime::View;
 
 /// The score at and above which the scorer alone calls a message spam.
-pub const DEFAULT_THRESHOLD: f64 = 12.0;
+pub const DEFAULT_THRESHOLD: f64 = 10.0;
 
 /// A tokenizer, classifier settings and a store.
 pub struct Bayes<S> {
@@ -116,7 +116,7 @@ impl<S: Store> Bayes<S> {
     pub fn learn(&self, raw: &[u8], view: &View, class: Class, forget: bool) -> Result<Learned, Error> {
         let tokens = tokenize(view, &self.options, false);
         let item = Item::new(raw, class, tokens.hashes);
-        let mut out = self.store.learn(std::slice::from_ref(&item), forget)?;
+        let mut out = self.store.learn_with(std::slice::from_ref(&item), forget, &self.params)?;
         Ok(out.pop().unwrap_or(Learned::Unchanged))
     }
 }

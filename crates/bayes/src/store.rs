@@ -21,7 +21,7 @@ use serde::Serialize;
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::linear::{self, Vector};
-use crate::model::{Counts, Totals};
+use crate::model::{Counts, Params, Totals};
 
 /// Spam or ham.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -205,8 +205,13 @@ pub trait Store: Send + Sync {
     fn weights(&self, buckets: &[u32]) -> Result<Vec<f32>, Error> {
         buckets.iter().map(|&b| Ok(self.margin(&Vector::unit(b))? as f32)).collect()
     }
-    /// Learns (or forgets) a batch atomically.
-    fn learn(&self, items: &[Item], forget: bool) -> Result<Vec<Learned>, Error>;
+    /// Learns (or forgets) a batch atomically, scoring with the default [`Params`].
+    fn learn(&self, items: &[Item], forget: bool) -> Result<Vec<Learned>, Error> {
+        self.learn_with(items, forget, &Params::default())
+    }
+    /// Learns (or forgets) a batch atomically; `params` score each message from the counts as
+    /// they stand before it (the linear layer learns on top of that score, [`linear::apply`]).
+    fn learn_with(&self, items: &[Item], forget: bool, params: &Params) -> Result<Vec<Learned>, Error>;
     /// Counts and size.
     fn stats(&self) -> Result<Stats, Error>;
     /// Applies the cap now.
@@ -302,6 +307,21 @@ pub fn plan(item: &Item, seen: Option<Class>, forget: bool) -> (Option<Class>, O
     }
 }
 
+/// What the linear layer learns an item on top of: Fisher's score from `counts` (of the item's
+/// hashes, in order) and `totals`, less the item itself where they count it as `own`.
+pub(crate) fn prior_of(counts: &mut [Counts], mut totals: Totals, own: Option<Class>, params: &Params) -> f64 {
+    if let Some(class) = own {
+        for c in counts.iter_mut() {
+            match class {
+                Class::Spam => c.spam = c.spam.saturating_sub(1),
+                Class::Ham => c.ham = c.ham.saturating_sub(1),
+            }
+        }
+        bump(&mut totals, class, -1);
+    }
+    linear::prior(crate::model::classify(counts, totals, params, 0).log_odds)
+}
+
 /// Which entries expiry removes: the `count - keep` lowest ranked.
 pub fn expiry_victims<K: Copy>(mut ranked: Vec<(f64, K)>, keep: u64) -> Vec<K> {
     let n = ranked.len() as u64;
@@ -370,23 +390,19 @@ impl Store for Memory {
         Ok(x.dot(|i| m.weights.get(i as usize).copied().unwrap_or(0.0)))
     }
 
-    fn learn(&self, items: &[Item], forget: bool) -> Result<Vec<Learned>, Error> {
-        let mut m = self.lock()?;
+    fn learn_with(&self, items: &[Item], forget: bool, params: &Params) -> Result<Vec<Learned>, Error> {
+        let mut guard = self.lock()?;
+        let m = &mut *guard;
         let day = m.day_override.unwrap_or_else(today);
         if m.weights.is_empty() {
             m.weights = vec![0.0; linear::DIM];
         }
         let mut out = Vec::with_capacity(items.len());
+        let mut counts = Vec::new();
         for item in items {
             let prev = m.seen.get(&item.digest).copied();
             let (remove, add, outcome) = plan(item, prev.map(|s| s.0), forget);
-            let alpha = if remove.is_some() || add.is_some() {
-                linear::apply(&mut m.weights, &item.vector, prev.map(|s| s.2), add)
-            } else {
-                0.0
-            };
-            for (class, sign) in [(remove, -1i64), (add, 1i64)] {
-                let Some(class) = class else { continue };
+            let count = |m: &mut MemoryInner, class: Class, sign: i64| {
                 bump(&mut m.totals, class, sign);
                 for h in &item.hashes {
                     let rec = m.tokens.entry(*h).or_default();
@@ -395,6 +411,24 @@ impl Store for Memory {
                         m.tokens.remove(h);
                     }
                 }
+            };
+            if let Some(class) = remove {
+                count(m, class, -1);
+            }
+            let alpha = if remove.is_some() || add.is_some() {
+                let prior = if add.is_some() {
+                    counts.clear();
+                    counts.extend(item.hashes.iter().map(|h| m.tokens.get(h).map(|r| r.counts).unwrap_or_default()));
+                    prior_of(&mut counts, m.totals, None, params)
+                } else {
+                    0.0
+                };
+                linear::apply(&mut m.weights, &item.vector, prev.map(|s| s.2), add, prior)
+            } else {
+                0.0
+            };
+            if let Some(class) = add {
+                count(m, class, 1);
             }
             match (remove, add) {
                 (_, Some(c)) => {
@@ -460,8 +494,8 @@ impl<S: Store + ?Sized> Store for &S {
     fn weights(&self, buckets: &[u32]) -> Result<Vec<f32>, Error> {
         (**self).weights(buckets)
     }
-    fn learn(&self, items: &[Item], forget: bool) -> Result<Vec<Learned>, Error> {
-        (**self).learn(items, forget)
+    fn learn_with(&self, items: &[Item], forget: bool, params: &Params) -> Result<Vec<Learned>, Error> {
+        (**self).learn_with(items, forget, params)
     }
     fn stats(&self) -> Result<Stats, Error> {
         (**self).stats()

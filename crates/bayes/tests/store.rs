@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use strainer_bayes::store::{Item, Memory, lmdb::Lmdb, lmdb::Snapshotted, redis::Redis};
-use strainer_bayes::{Class, Counts, Digest, Expiry, Learned, Store, Totals, Vector};
+use strainer_bayes::{Class, Counts, Digest, Expiry, Learned, Params, Store, Totals, Vector};
 
 fn item(n: u8, class: Class, hashes: &[u64]) -> Item {
     Item { digest: Digest([n; 16]), class, hashes: hashes.to_vec(), vector: spread(hashes, b"") }
@@ -46,6 +46,44 @@ fn linear(s: &dyn Store) {
         let m = s.margin(v).unwrap();
         assert!(m.abs() < 1e-4, "forgotten: margin {m}");
     }
+}
+
+/// The linear layer learns what Fisher misses: a message Fisher already scores beyond the
+/// margin on its side teaches it nothing; one Fisher gets wrong moves it until the whole score
+/// is on the right side.
+fn on_top_of_fisher(s: &dyn Store) {
+    let shared: Vec<u64> = (1..=12).collect();
+    let mut batch = Vec::new();
+    for n in 0..30u8 {
+        let mut spam = shared.clone();
+        spam.push(1000 + u64::from(n));
+        batch.push(Item { vector: spread(&spam, b""), ..item(n, Class::Spam, &spam) });
+        let ham = [2000 + u64::from(n), 3000];
+        batch.push(Item { vector: spread(&ham, b""), ..item(100 + n, Class::Ham, &ham) });
+    }
+    s.learn(&batch, false).unwrap();
+    let prior = |hashes: &[u64]| {
+        let (c, t) = counts(s, hashes);
+        strainer_bayes::linear::prior(strainer_bayes::model::classify(&c, t, &Params::default(), 0).log_odds)
+    };
+    let mut hashes = shared.clone();
+    hashes.push(5000);
+    let x = Item {
+        vector: spread(&hashes, b"Subject: more of the same\r\n\r\nbuy\r\n"),
+        ..item(200, Class::Spam, &hashes)
+    };
+    let p = prior(&hashes);
+    assert!(p > 1.0, "Fisher should be sure: {p}");
+    let before = s.margin(&x.vector).unwrap();
+    assert_eq!(s.learn(std::slice::from_ref(&x), false).unwrap(), vec![Learned::Learned]);
+    let after = s.margin(&x.vector).unwrap();
+    assert!((after - before).abs() < 1e-6, "nothing to learn: {before} -> {after}");
+    // The same features as ham: Fisher is wrong, the layer makes up for it.
+    let y = Item { vector: spread(&shared, b"Subject: newsletter\r\n\r\nours\r\n"), ..item(201, Class::Ham, &shared) };
+    let p = prior(&shared);
+    s.learn(std::slice::from_ref(&y), false).unwrap();
+    let m = s.margin(&y.vector).unwrap();
+    assert!((p + m + 1.0).abs() < 1e-3, "prior {p} + margin {m} should reach -1");
 }
 
 fn counts(s: &dyn Store, hashes: &[u64]) -> (Vec<Counts>, Totals) {
@@ -120,6 +158,7 @@ fn memory_contract() {
     contract(&Memory::new());
     cap(&Memory::new());
     linear(&Memory::new());
+    on_top_of_fisher(&Memory::new());
 }
 
 #[test]
@@ -128,6 +167,8 @@ fn lmdb_contract() {
     contract(&Lmdb::open(&d.path().join("a"), 1 << 24).unwrap());
     cap(&Lmdb::open(&d.path().join("b"), 1 << 24).unwrap());
     linear(&Lmdb::open(&d.path().join("l"), 1 << 24).unwrap());
+    on_top_of_fisher(&Lmdb::open(&d.path().join("f"), 1 << 24).unwrap());
+    on_top_of_fisher(&Snapshotted::new(Lmdb::open(&d.path().join("g"), 1 << 24).unwrap()));
 }
 
 #[test]
@@ -191,6 +232,7 @@ fn redis_contract() {
     contract(&redis_store("strainer-test-a"));
     cap(&redis_store("strainer-test-b"));
     linear(&redis_store("strainer-test-l"));
+    on_top_of_fisher(&redis_store("strainer-test-f"));
 }
 
 #[test]

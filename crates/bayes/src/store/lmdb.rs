@@ -16,7 +16,7 @@ use heed::{Database, Env, EnvOpenOptions, IntegerComparator, RoTxn};
 
 use super::{Error, Expired, Expiry, Item, Learned, Record, Stats, Store, apply, expiry_victims, plan, today};
 use crate::linear::{self, Vector};
-use crate::model::{Counts, Totals};
+use crate::model::{Counts, Params, Totals};
 use crate::store::Class;
 
 /// An LMDB token store (cheap to clone: clones share the environment).
@@ -157,15 +157,31 @@ fn encode_totals(t: Totals) -> [u8; 16] {
     b
 }
 
-/// Per-feature net change of a batch: spam, ham.
-type Deltas = super::KeyMap<(i64, i64)>;
+/// A feature a batch touches: its record before the batch and the batch's net change.
+#[derive(Debug, Clone, Copy, Default)]
+struct Touched {
+    before: Record,
+    spam: i64,
+    ham: i64,
+}
 
-fn add_delta(d: &mut Deltas, hashes: &[u64], class: Class, sign: i64) {
+impl Touched {
+    /// The counts as the batch has left them so far.
+    fn counts(&self) -> Counts {
+        let now = |n: u32, d: i64| u32::try_from((i64::from(n) + d).max(0)).unwrap_or(u32::MAX);
+        Counts { spam: now(self.before.counts.spam, self.spam), ham: now(self.before.counts.ham, self.ham) }
+    }
+}
+
+/// The features of a batch, by hash.
+type Batch = super::KeyMap<Touched>;
+
+fn add_delta(batch: &mut Batch, hashes: &[u64], class: Class, sign: i64) {
     for h in hashes {
-        let e = d.entry(*h).or_default();
+        let t = batch.entry(*h).or_default();
         match class {
-            Class::Spam => e.0 += sign,
-            Class::Ham => e.1 += sign,
+            Class::Spam => t.spam += sign,
+            Class::Ham => t.ham += sign,
         }
     }
 }
@@ -186,11 +202,21 @@ impl Store for Lmdb {
         Ok((self.lookup_in(&txn, hashes, out)?, self.margin_in(&txn, x)?))
     }
 
-    fn learn(&self, items: &[Item], forget: bool) -> Result<Vec<Learned>, Error> {
+    fn learn_with(&self, items: &[Item], forget: bool, params: &Params) -> Result<Vec<Learned>, Error> {
         let day = today();
         let mut wtxn = self.env.write_txn().map_err(|e| self.err(e))?;
         let mut totals = self.totals(&wtxn)?;
-        let mut deltas = Deltas::default();
+        // The records this batch touches, read once in key order (a sweep through the tree;
+        // lookups in message order cost three times as much).
+        let mut keys: Vec<u64> = items.iter().flat_map(|i| i.hashes.iter().copied()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut batch = Batch::with_capacity_and_hasher(keys.len(), Default::default());
+        for h in keys {
+            let before = self.tokens.get(&wtxn, &h).map_err(|e| self.err(e))?.and_then(Record::decode);
+            batch.insert(h, Touched { before: before.unwrap_or_default(), ..Touched::default() });
+        }
+        let mut counts = Vec::new();
         let mut weights = linear::decode(self.meta.get(&wtxn, LINEAR).map_err(|e| self.err(e))?);
         let mut weights_changed = false;
         // Digest -> class and linear step, as this batch leaves them.
@@ -203,31 +229,38 @@ impl Store for Lmdb {
             };
             let (remove, add, outcome) = plan(item, seen.map(|s| s.0), forget);
             if let Some(c) = remove {
-                add_delta(&mut deltas, &item.hashes, c, -1);
+                add_delta(&mut batch, &item.hashes, c, -1);
                 super::bump(&mut totals, c, -1);
             }
+            // Counted before the linear layer existed: training again teaches it to the layer.
+            let legacy = outcome == Learned::Already && seen.is_some_and(|s| s.1.is_none());
+            let prior = if add.is_some() || legacy {
+                counts.clear();
+                counts.extend(item.hashes.iter().map(|h| batch.get(h).map(Touched::counts).unwrap_or_default()));
+                super::prior_of(&mut counts, totals, legacy.then_some(item.class), params)
+            } else {
+                0.0
+            };
             if let Some(c) = add {
-                add_delta(&mut deltas, &item.hashes, c, 1);
+                add_delta(&mut batch, &item.hashes, c, 1);
                 super::bump(&mut totals, c, 1);
             }
             if remove.is_some() || add.is_some() {
-                let alpha = linear::apply(&mut weights, &item.vector, seen.and_then(|s| s.1), add);
+                let alpha = linear::apply(&mut weights, &item.vector, seen.and_then(|s| s.1), add, prior);
                 weights_changed = true;
                 seen_now.insert(item.digest.0, add.map(|c| (c, Some(alpha))));
-            } else if outcome == Learned::Already && seen.is_some_and(|s| s.1.is_none()) {
-                // Counted before the linear layer existed: training again teaches it to the layer.
-                let alpha = linear::apply(&mut weights, &item.vector, None, Some(item.class));
+            } else if legacy {
+                let alpha = linear::apply(&mut weights, &item.vector, None, Some(item.class), prior);
                 weights_changed = true;
                 seen_now.insert(item.digest.0, Some((item.class, Some(alpha))));
             }
             out.push(outcome);
         }
-        let mut keys: Vec<(u64, (i64, i64))> = deltas.into_iter().filter(|(_, d)| *d != (0, 0)).collect();
-        keys.sort_unstable_by_key(|(h, _)| *h);
-        for (h, (ds, dh)) in keys {
-            let mut rec =
-                self.tokens.get(&wtxn, &h).map_err(|e| self.err(e))?.and_then(Record::decode).unwrap_or_default();
-            for (class, d) in [(Class::Spam, ds), (Class::Ham, dh)] {
+        let mut changed: Vec<(u64, Touched)> = batch.into_iter().filter(|(_, t)| (t.spam, t.ham) != (0, 0)).collect();
+        changed.sort_unstable_by_key(|(h, _)| *h);
+        for (h, t) in changed {
+            let mut rec = t.before;
+            for (class, d) in [(Class::Spam, t.spam), (Class::Ham, t.ham)] {
                 if d != 0 {
                     apply(&mut rec, class, d, day);
                 }
@@ -409,8 +442,8 @@ impl Store for Snapshotted {
         }
     }
 
-    fn learn(&self, items: &[Item], forget: bool) -> Result<Vec<Learned>, Error> {
-        self.lmdb.learn(items, forget)
+    fn learn_with(&self, items: &[Item], forget: bool, params: &Params) -> Result<Vec<Learned>, Error> {
+        self.lmdb.learn_with(items, forget, params)
     }
 
     fn stats(&self) -> Result<Stats, Error> {

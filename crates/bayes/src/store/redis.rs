@@ -16,7 +16,7 @@ use redis::{Commands, Connection, Script};
 
 use super::{Class, Error, Expired, Expiry, Item, Learned, Stats, Store, expiry_victims, today};
 use crate::linear::{self, Vector};
-use crate::model::{Counts, Totals};
+use crate::model::{Counts, Params, Totals};
 
 const LEARN: &str = r"
 local s, h, d, seen, tot, w, ver = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
@@ -26,7 +26,8 @@ local digest = ARGV[3]
 local class = ARGV[4]
 local nh = tonumber(ARGV[5])
 local maxstep = tonumber(ARGV[6])
-local xs = 7 + nh
+local prior = tonumber(ARGV[7])
+local xs = 8 + nh
 local prev = redis.call('HGET', seen, digest)
 local prevc, preva = nil, 0
 if prev then
@@ -58,7 +59,7 @@ if remove then
   local other = h
   if remove == 'h' then other = s end
   if tonumber(redis.call('HINCRBY', tot, total(remove), -1)) < 0 then redis.call('HSET', tot, total(remove), 0) end
-  for i = 7, xs - 1 do
+  for i = 8, xs - 1 do
     if tonumber(redis.call('HINCRBY', k, ARGV[i], -1)) <= 0 then
       redis.call('HDEL', k, ARGV[i])
       if redis.call('HEXISTS', other, ARGV[i]) == 0 then redis.call('HDEL', d, ARGV[i]) end
@@ -70,13 +71,13 @@ if add then
   local k = key(add)
   if not counted then
     redis.call('HINCRBY', tot, total(add), 1)
-    for i = 7, xs - 1 do
+    for i = 8, xs - 1 do
       redis.call('HINCRBY', k, ARGV[i], 1)
       redis.call('HSET', d, ARGV[i], day)
     end
   end
-  -- The linear layer's passive-aggressive step (crate::linear::step).
-  local fields, vals, margin, sq = {}, {}, 0, 0
+  -- The linear layer's passive-aggressive step on top of the prior (crate::linear::apply).
+  local fields, vals, margin, sq = {}, {}, prior, 0
   for i = xs, #ARGV, 2 do
     fields[#fields + 1] = ARGV[i]
     vals[#vals + 1] = tonumber(ARGV[i + 1])
@@ -253,7 +254,7 @@ impl Store for Redis {
         Ok(x.dot(|i| dense.get(i as usize).copied().unwrap_or(0.0)))
     }
 
-    fn learn(&self, items: &[Item], forget: bool) -> Result<Vec<Learned>, Error> {
+    fn learn_with(&self, items: &[Item], forget: bool, params: &Params) -> Result<Vec<Learned>, Error> {
         let day = today().to_string();
         let keys = [
             self.key("s"),
@@ -265,15 +266,30 @@ impl Store for Redis {
             self.key("wver"),
         ];
         let mut out = Vec::with_capacity(items.len());
+        let mut counts = Vec::new();
         for item in items {
             let class = if item.class == Class::Spam { "s" } else { "h" };
+            // Fisher's score from the counts before this message (less its own, when it was
+            // learnt before): read here, as the script cannot compute it.
+            let prior = if forget {
+                0.0
+            } else {
+                let prev: Option<Vec<u8>> = self.with(|c| c.hget(self.key("seen"), &item.digest.0[..]))?;
+                let own = match prev.as_deref().and_then(|p| p.first()) {
+                    Some(b's') => Some(Class::Spam),
+                    Some(b'h') => Some(Class::Ham),
+                    _ => None,
+                };
+                let totals = self.lookup(&item.hashes, &mut counts)?;
+                super::prior_of(&mut counts, totals, own, params)
+            };
             let r: String = self.with(|c| {
                 let mut inv = self.script.prepare_invoke();
                 for k in &keys {
                     inv.key(k);
                 }
                 inv.arg(if forget { "1" } else { "0" }).arg(&day).arg(&item.digest.0[..]).arg(class);
-                inv.arg(item.hashes.len()).arg(linear::MAX_STEP);
+                inv.arg(item.hashes.len()).arg(linear::MAX_STEP).arg(prior);
                 for h in &item.hashes {
                     inv.arg(&h.to_be_bytes()[..]);
                 }
