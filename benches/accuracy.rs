@@ -124,6 +124,17 @@ fn new_store(kind: &str, dir: &Path) -> Box<dyn Store> {
     }
 }
 
+/// CPU seconds this process has used (user + system, from /proc; 0 where there is none): the
+/// VM's wall-clock speed varies by a third from run to run, its CPU accounting much less.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split(' ').map(|x| x.parse().unwrap_or(0.0)).collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; in ticks of 1/100 s.
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+}
+
 fn rand_suffix() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
 }
@@ -229,18 +240,19 @@ fn main() {
         let test: Vec<usize> = (0..msgs.len()).filter(|&i| is_train(i) == Some(false)).collect();
         // Training is `strainer train`'s own loop on the training files: read, MIME, tokenize,
         // learn in batches, the classes interleaved in its order.
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), cpu_secs());
         let (spam, ham) = (class_files(&msgs, &train, true), class_files(&msgs, &train, false));
         let (s, h) = strainer::train_cmd::train_with(&limits, &opts, &params, &*store, &spam, &ham, false).unwrap();
         assert_eq!((s.total() + h.total()) as usize, train.len(), "every training message learnt");
         let train_ms = t.elapsed().as_secs_f64() * 1000.0 / train.len() as f64;
+        let train_cpu = (cpu_secs() - cpu) * 1000.0 / train.len() as f64;
         // serve's in-memory copy of the store is rebuilt once after a trainer commits: timed
         // apart, as it is not paid per message.
         let t = Instant::now();
         store.lookup(&[], &mut Vec::new()).unwrap();
         let reload_ms = t.elapsed().as_secs_f64() * 1000.0;
         // Classifying as `serve` does: MIME, tokenize, lookup, combine.
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), cpu_secs());
         let mut scores = Vec::with_capacity(test.len());
         let mut names = Vec::with_capacity(test.len());
         let mut counts = Vec::new();
@@ -255,12 +267,15 @@ fn main() {
             names.push(i);
         }
         let classify_ms = t.elapsed().as_secs_f64() * 1000.0 / test.len() as f64;
+        let classify_cpu = (cpu_secs() - cpu) * 1000.0 / test.len() as f64;
         let m = metrics(&scores, threshold);
         println!(
             "| {name} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} | {:.3} |",
             m.fp, m.fn_, m.fn_at0, m.fn_at01, m.one_minus_auc, train_ms, classify_ms
         );
-        eprintln!("  {name}: store copy rebuilt in {reload_ms:.0} ms before classifying");
+        eprintln!(
+            "  {name}: CPU ms/msg train {train_cpu:.3} classify {classify_cpu:.3}; store copy rebuilt in {reload_ms:.0} ms before classifying"
+        );
         if std::env::var_os("BAYES_DUMP").is_some() {
             let mut order: Vec<usize> = (0..scores.len()).collect();
             order.sort_by(|&a, &b| scores[a].0.total_cmp(&scores[b].0));

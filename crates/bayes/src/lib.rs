@@ -6,6 +6,12 @@
 //!
 //! [`Bayes`] ties them together: learn a message as spam or ham (once: a content digest remembers
 //! what was learnt), forget it, classify it.
+//!
+//! Why two models: the counting one (Fisher) is robust from the first hundred messages and never
+//! drifts with training order, but treats every feature as independent evidence; the linear
+//! layer uses overlapping evidence (word pairs, 4-grams of the raw bytes) and learns, message by
+//! message, only what Fisher gets wrong. On the SpamAssassin corpus the pair halves 1-AUC against
+//! Fisher alone on the half split and beats it on the time split (benches/README.md).
 #![deny(missing_docs)]
 
 pub mod linear;
