@@ -11,21 +11,18 @@ pub fn as_received(mut bytes: Vec<u8>) -> Vec<u8> {
         let end = bytes.iter().position(|&b| b == b'\n').map_or(bytes.len(), |i| i + 1);
         bytes.drain(..end);
     }
-    if memchr_crlf(&bytes) {
+    if memchr::memmem::find(&bytes, b"\r\n").is_some() {
         return bytes;
     }
     let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 40);
-    for &b in &bytes {
-        if b == b'\n' {
-            out.push(b'\r');
-        }
-        out.push(b);
+    let mut from = 0;
+    for nl in memchr::memchr_iter(b'\n', &bytes) {
+        out.extend_from_slice(&bytes[from..nl]);
+        out.extend_from_slice(b"\r\n");
+        from = nl + 1;
     }
+    out.extend_from_slice(&bytes[from..]);
     out
-}
-
-fn memchr_crlf(b: &[u8]) -> bool {
-    b.windows(2).any(|w| w == b"\r\n")
 }
 
 fn human_size(n: u64) -> String {

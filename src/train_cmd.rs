@@ -44,14 +44,12 @@ pub fn split_file(bytes: Vec<u8>) -> Vec<Vec<u8>> {
         return vec![crate::scan_cmd::as_received(bytes)];
     }
     let mut starts = vec![0usize];
-    let mut i = 0;
-    while let Some(off) = bytes[i..].windows(6).position(|w| w == b"\nFrom ") {
-        let at = i + off + 1;
+    for off in memchr::memmem::find_iter(&bytes, b"\nFrom ") {
+        let at = off + 1;
         // An mbox separator follows an empty line.
         if at >= 2 && (bytes[at - 2] == b'\n') {
             starts.push(at);
         }
-        i = at;
     }
     starts.push(bytes.len());
     starts
@@ -67,6 +65,10 @@ pub fn split_file(bytes: Vec<u8>) -> Vec<Vec<u8>> {
 }
 
 fn unescape_from(m: &mut Vec<u8>) {
+    // Whatever is escaped contains ">From ": most messages have none.
+    if memchr::memmem::find(m, b">From ").is_none() {
+        return;
+    }
     let mut out = Vec::with_capacity(m.len());
     let mut line_start = true;
     let mut i = 0;
@@ -315,5 +317,27 @@ pub fn summary_line(name: &str, s: &Summary, forget: bool) -> String {
             "{name}: {} learnt, {} already learnt, {} moved from the other class",
             s.learned, s.already, s.relearned
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_mbox_splits_at_separators_and_unescapes_from_lines() {
+        let mbox = b"From a@b Mon Nov  2 10:00:00 2026\nSubject: one\n\ncheap\n>From the desk\n>>From deeper\nFrom mid-paragraph is text\n\nFrom c@d Mon Nov  2 10:01:00 2026\nSubject: two\n\nprize\n";
+        let got = split_file(mbox.to_vec());
+        assert_eq!(
+            got,
+            vec![
+                b"Subject: one\r\n\r\ncheap\r\nFrom the desk\r\n>From deeper\r\nFrom mid-paragraph is text\r\n\r\n"
+                    .to_vec(),
+                b"Subject: two\r\n\r\nprize\r\n".to_vec(),
+            ]
+        );
+        // One message, already CRLF: as it is.
+        let one = b"Subject: x\r\n\r\n>From here\r\n".to_vec();
+        assert_eq!(split_file(one.clone()), vec![one]);
     }
 }
