@@ -200,9 +200,13 @@ impl Lmdb {
             |v: &[u8]| Touched { before: Record::decode(v).unwrap_or_default(), stored: true, ..Touched::default() };
         let (Some(&lo), Some(&hi)) = (keys.first(), keys.last()) else { return Ok(batch) };
         if keys.len() as u64 * WALK >= self.tokens.len(txn).map_err(|e| self.err(e))? {
+            let mut at = 0;
             for kv in self.tokens.range(txn, &(lo..=hi)).map_err(|e| self.err(e))? {
                 let (k, v) = kv.map_err(|e| self.err(e))?;
-                if keys.binary_search(&k).is_ok() {
+                while keys.get(at).is_some_and(|w| *w < k) {
+                    at += 1;
+                }
+                if keys.get(at) == Some(&k) {
                     batch.insert(k, found(v));
                 }
             }
