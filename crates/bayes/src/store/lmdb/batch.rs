@@ -1,0 +1,171 @@
+//! A training batch's features: read once before the batch, changed in memory as each message is
+//! learnt, written once after it. A batch of 500 messages touches about 100,000 features; when
+//! that is a good part of the table, one ordered walk through it beats a search from the root for
+//! each (see [`WALK`]).
+
+use heed::RoTxn;
+
+use super::Lmdb;
+use crate::model::Counts;
+use crate::store::{Class, Error, Record, apply};
+
+/// A feature a batch touches: its record before the batch (whether there was one) and the
+/// batch's net change.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Touched {
+    before: Record,
+    stored: bool,
+    spam: i64,
+    ham: i64,
+}
+
+/// A batch touching at least 1/WALK of the table's features reads and writes them in one walk
+/// through it (about 25 ns an entry) rather than a search from the root each (about 1 us).
+const WALK: u64 = 16;
+
+impl Touched {
+    /// The counts as the batch has left them so far.
+    pub(super) fn counts(&self) -> Counts {
+        let now = |n: u32, d: i64| u32::try_from((i64::from(n) + d).max(0)).unwrap_or(u32::MAX);
+        Counts { spam: now(self.before.counts.spam, self.spam), ham: now(self.before.counts.ham, self.ham) }
+    }
+}
+
+/// The features of a batch, by hash.
+pub(super) type Batch = crate::store::KeyMap<Touched>;
+
+pub(super) fn add_delta(batch: &mut Batch, hashes: &[u64], class: Class, sign: i64) {
+    for h in hashes {
+        let t = batch.entry(*h).or_default();
+        match class {
+            Class::Spam => t.spam += sign,
+            Class::Ham => t.ham += sign,
+        }
+    }
+}
+
+impl Lmdb {
+    /// The records of `keys` (sorted, distinct) as a batch with no changes yet.
+    pub(super) fn read_sorted(&self, txn: &RoTxn, keys: &[u64]) -> Result<Batch, Error> {
+        let mut batch = Batch::with_capacity_and_hasher(keys.len(), Default::default());
+        let found =
+            |v: &[u8]| Touched { before: Record::decode(v).unwrap_or_default(), stored: true, ..Touched::default() };
+        let (Some(&lo), Some(&hi)) = (keys.first(), keys.last()) else { return Ok(batch) };
+        if keys.len() as u64 * WALK >= self.tokens.len(txn).map_err(|e| self.err(e))? {
+            let mut at = 0;
+            for kv in self.tokens.range(txn, &(lo..=hi)).map_err(|e| self.err(e))? {
+                let (k, v) = kv.map_err(|e| self.err(e))?;
+                while keys.get(at).is_some_and(|w| *w < k) {
+                    at += 1;
+                }
+                if keys.get(at) == Some(&k) {
+                    batch.insert(k, found(v));
+                }
+            }
+        } else {
+            for &k in keys {
+                if let Some(v) = self.tokens.get(txn, &k).map_err(|e| self.err(e))? {
+                    batch.insert(k, found(v));
+                }
+            }
+        }
+        for &k in keys {
+            batch.entry(k).or_default();
+        }
+        Ok(batch)
+    }
+
+    /// Writes the changed records of `batch` (learnt on `day`), deleting those left at zero.
+    pub(super) fn write_sorted(&self, wtxn: &mut heed::RwTxn, batch: Batch, day: u32) -> Result<(), Error> {
+        let after = |t: &Touched| {
+            let mut rec = t.before;
+            for (class, d) in [(Class::Spam, t.spam), (Class::Ham, t.ham)] {
+                if d != 0 {
+                    apply(&mut rec, class, d, day);
+                }
+            }
+            rec
+        };
+        let mut changed: Vec<(u64, Touched)> = batch.into_iter().filter(|(_, t)| (t.spam, t.ham) != (0, 0)).collect();
+        changed.sort_unstable_by_key(|(h, _)| *h);
+        let (Some(&(lo, _)), Some(&(hi, _))) = (changed.first(), changed.last()) else { return Ok(()) };
+        let mut fresh: Vec<&(u64, Touched)> = Vec::new();
+        if changed.len() as u64 * WALK >= self.tokens.len(wtxn).map_err(|e| self.err(e))? {
+            // One walk updates what is stored in place; what is new is inserted after it.
+            let mut at = 0;
+            let mut walk = self.tokens.range_mut(wtxn, &(lo..=hi)).map_err(|e| self.err(e))?;
+            while let Some(kv) = walk.next() {
+                let k = kv.map_err(|e| self.err(e))?.0;
+                while changed.get(at).is_some_and(|(h, _)| *h < k) {
+                    at += 1;
+                }
+                let Some((_, t)) = changed.get(at).filter(|(h, _)| *h == k) else { continue };
+                let rec = after(t);
+                // SAFETY: nothing read from the table is held across the change (the key is a
+                // copied integer, the value was not kept), as heed requires.
+                #[allow(unsafe_code)]
+                let done = if rec.counts == Counts::default() {
+                    unsafe { walk.del_current() }
+                } else {
+                    unsafe { walk.put_current(&k, &rec.encode()) }
+                };
+                done.map_err(|e| self.err(e))?;
+            }
+            drop(walk);
+            fresh.extend(changed.iter().filter(|(_, t)| !t.stored));
+        } else {
+            fresh.extend(changed.iter());
+        }
+        for (h, t) in fresh {
+            let rec = after(t);
+            if rec.counts == Counts::default() {
+                if t.stored {
+                    self.tokens.delete(wtxn, h).map_err(|e| self.err(e))?;
+                }
+            } else {
+                self.tokens.put(wtxn, h, &rec.encode()).map_err(|e| self.err(e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use crate::store::lmdb::Lmdb;
+    use crate::store::{Class, Item, Store};
+
+    #[test]
+    fn walking_the_table_and_searching_it_agree() {
+        let d = tempfile::tempdir().unwrap();
+        let (l, m) = (Lmdb::open(d.path(), 1 << 26).unwrap(), crate::store::Memory::new());
+        // 40 messages of 100 features, each sharing half with the next: 2,050 features.
+        let item = |n: u64| {
+            let hashes: Vec<u64> = (n * 50..n * 50 + 100).map(|h| h.wrapping_mul(0x9E37_79B9_7F4A_7C15)).collect();
+            let class = if n.is_multiple_of(3) { Class::Ham } else { Class::Spam };
+            Item::new(format!("Subject: {n}\r\n\r\nbody {n}\r\n").as_bytes(), class, hashes)
+        };
+        let all: Vec<Item> = (0..40).map(item).collect();
+        let same = |what: &str| {
+            let hashes: Vec<u64> = (0..2200u64).map(|h| h.wrapping_mul(0x9E37_79B9_7F4A_7C15)).collect();
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            assert_eq!(l.lookup(&hashes, &mut a).unwrap(), m.lookup(&hashes, &mut b).unwrap(), "{what}");
+            assert_eq!(a, b, "{what}");
+            assert_eq!(l.stats().unwrap().tokens, m.stats().unwrap().tokens, "{what}");
+        };
+        let both = |items: &[Item], forget: bool| {
+            assert_eq!(l.learn(items, forget).unwrap(), m.learn(items, forget).unwrap());
+        };
+        both(&all, false);
+        same("one batch of everything: a walk");
+        both(&[item(41)], false);
+        same("one new message, half of it new features: searches");
+        both(&all[5..6], true);
+        same("one forgotten, some features gone: searches");
+        both(&all[10..30], true);
+        same("twenty forgotten, many gone: a walk deleting as it goes");
+        both(&all[10..30], false);
+        same("learnt again: a walk inserting what is new");
+    }
+}
