@@ -21,7 +21,7 @@ use crate::model::{Counts, Params, Totals};
 use crate::store::Class;
 
 mod batch;
-use batch::{Touched, add_delta};
+use batch::add_delta;
 
 /// An LMDB token store (cheap to clone: clones share the environment).
 #[derive(Clone)]
@@ -207,7 +207,8 @@ impl Store for Lmdb {
             let legacy = outcome == Learned::Already && seen.is_some_and(|s| s.1.is_none());
             let prior = if add.is_some() || legacy {
                 counts.clear();
-                counts.extend(item.hashes.iter().map(|h| batch.get(h).map(Touched::counts).unwrap_or_default()));
+                counts
+                    .extend(item.hashes.iter().map(|h| batch.get(h).map(|t| t.after(day).counts).unwrap_or_default()));
                 super::prior_of(&mut counts, totals, legacy.then_some(item.class), params)
             } else {
                 0.0

@@ -24,10 +24,15 @@ pub(super) struct Touched {
 const WALK: u64 = 16;
 
 impl Touched {
-    /// The counts as the batch has left them so far.
-    pub(super) fn counts(&self) -> Counts {
-        let now = |n: u32, d: i64| u32::try_from((i64::from(n) + d).max(0)).unwrap_or(u32::MAX);
-        Counts { spam: now(self.before.counts.spam, self.spam), ham: now(self.before.counts.ham, self.ham) }
+    /// The record as the batch has left it so far (learnt on `day`).
+    pub(super) fn after(&self, day: u32) -> Record {
+        let mut rec = self.before;
+        for (class, d) in [(Class::Spam, self.spam), (Class::Ham, self.ham)] {
+            if d != 0 {
+                apply(&mut rec, class, d, day);
+            }
+        }
+        rec
     }
 }
 
@@ -52,55 +57,42 @@ impl Lmdb {
             |v: &[u8]| Touched { before: Record::decode(v).unwrap_or_default(), stored: true, ..Touched::default() };
         let (Some(&lo), Some(&hi)) = (keys.first(), keys.last()) else { return Ok(batch) };
         if keys.len() as u64 * WALK >= self.tokens.len(txn).map_err(|e| self.err(e))? {
-            let mut at = 0;
+            // The walk and the keys are both in key order: each key is passed once.
+            let mut want = keys.iter().copied().peekable();
             for kv in self.tokens.range(txn, &(lo..=hi)).map_err(|e| self.err(e))? {
                 let (k, v) = kv.map_err(|e| self.err(e))?;
-                while keys.get(at).is_some_and(|w| *w < k) {
-                    at += 1;
+                while let Some(absent) = want.next_if(|w| *w < k) {
+                    batch.insert(absent, Touched::default());
                 }
-                if keys.get(at) == Some(&k) {
+                if want.next_if_eq(&k).is_some() {
                     batch.insert(k, found(v));
                 }
             }
+            batch.extend(want.map(|absent| (absent, Touched::default())));
         } else {
             for &k in keys {
-                if let Some(v) = self.tokens.get(txn, &k).map_err(|e| self.err(e))? {
-                    batch.insert(k, found(v));
-                }
+                let t = self.tokens.get(txn, &k).map_err(|e| self.err(e))?.map_or_else(Touched::default, found);
+                batch.insert(k, t);
             }
-        }
-        for &k in keys {
-            batch.entry(k).or_default();
         }
         Ok(batch)
     }
 
     /// Writes the changed records of `batch` (learnt on `day`), deleting those left at zero.
     pub(super) fn write_sorted(&self, wtxn: &mut heed::RwTxn, batch: Batch, day: u32) -> Result<(), Error> {
-        let after = |t: &Touched| {
-            let mut rec = t.before;
-            for (class, d) in [(Class::Spam, t.spam), (Class::Ham, t.ham)] {
-                if d != 0 {
-                    apply(&mut rec, class, d, day);
-                }
-            }
-            rec
-        };
         let mut changed: Vec<(u64, Touched)> = batch.into_iter().filter(|(_, t)| (t.spam, t.ham) != (0, 0)).collect();
         changed.sort_unstable_by_key(|(h, _)| *h);
         let (Some(&(lo, _)), Some(&(hi, _))) = (changed.first(), changed.last()) else { return Ok(()) };
         let mut fresh: Vec<&(u64, Touched)> = Vec::new();
         if changed.len() as u64 * WALK >= self.tokens.len(wtxn).map_err(|e| self.err(e))? {
             // One walk updates what is stored in place; what is new is inserted after it.
-            let mut at = 0;
+            let mut todo = changed.iter().peekable();
             let mut walk = self.tokens.range_mut(wtxn, &(lo..=hi)).map_err(|e| self.err(e))?;
             while let Some(kv) = walk.next() {
                 let k = kv.map_err(|e| self.err(e))?.0;
-                while changed.get(at).is_some_and(|(h, _)| *h < k) {
-                    at += 1;
-                }
-                let Some((_, t)) = changed.get(at).filter(|(h, _)| *h == k) else { continue };
-                let rec = after(t);
+                while todo.next_if(|(h, _)| *h < k).is_some() {}
+                let Some((_, t)) = todo.next_if(|(h, _)| *h == k) else { continue };
+                let rec = t.after(day);
                 // SAFETY: nothing read from the table is held across the change (the key is a
                 // copied integer, the value was not kept), as heed requires.
                 #[allow(unsafe_code)]
@@ -117,7 +109,7 @@ impl Lmdb {
             fresh.extend(changed.iter());
         }
         for (h, t) in fresh {
-            let rec = after(t);
+            let rec = t.after(day);
             if rec.counts == Counts::default() {
                 if t.stored {
                     self.tokens.delete(wtxn, h).map_err(|e| self.err(e))?;
