@@ -10,7 +10,8 @@
 //! Knobs for measuring variants (environment): BAYES_METHOD=fisher|nb, BAYES_S, BAYES_MINDEV,
 //! BAYES_MAXF, BAYES_CAP, BAYES_BIGRAMS=0, BAYES_HEADERS=0, BAYES_MARKUP=0, BAYES_MINLEN, BAYES_MAXLEN,
 //! BAYES_RECEIVED=0|1|2, BAYES_RECIPIENTS=0, BAYES_CAPS=1, BAYES_THRESHOLD, BAYES_LINEAR=0 (Fisher alone),
-//! BAYES_LSCALE (the linear margin's weight, 1 = as shipped), BAYES_SHUFFLE=seed (another training
+//! BAYES_LSCALE (the linear margin's weight, 1 = as shipped), BAYES_REVISITS (the linear layer's
+//! passes over each training batch after the first), BAYES_SHUFFLE=seed (another training
 //! order), BAYES_EXPORT=file (each message's features, one line each, for exploring elsewhere),
 //! BAYES_DUMP=1 (the worst-ranked messages and their strongest features).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -185,6 +186,7 @@ fn main() {
         min_dev: env("BAYES_MINDEV", d.min_dev),
         max_features: env("BAYES_MAXF", d.max_features),
         evidence_cap: env("BAYES_CAP", d.evidence_cap),
+        revisits: env("BAYES_REVISITS", d.revisits),
         method: match env("BAYES_METHOD", String::from("fisher")).as_str() {
             "nb" => Method::NaiveBayes,
             "combined" => Method::Combined(env("BAYES_W", 0.1), env("BAYES_NBCAP", 30)),

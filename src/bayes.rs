@@ -13,6 +13,9 @@ use strainer_types::Finding;
 /// Policy points per unit of Bayes score by default: puts the default threshold at policy.spam (5).
 pub const DEFAULT_POINTS_PER_LOG_ODDS: f64 = 0.5;
 
+/// Passes of the linear layer over a training batch by default.
+pub const DEFAULT_TRAIN_PASSES: usize = 3;
+
 /// Which store holds the model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -60,6 +63,9 @@ pub struct BayesConfig {
     pub max_tokens: u64,
     /// Message digests remembered (for "learnt once").
     pub max_seen: u64,
+    /// Passes of the linear layer over each batch `strainer train` learns (the first learns
+    /// each message; each further one steps again those a later message pushed back).
+    pub train_passes: usize,
     /// Strongest features named in the finding and the log (costs a copy of every feature's
     /// text per message; `strainer scan --explain N` names them on demand).
     pub explain: usize,
@@ -83,6 +89,7 @@ impl Default for BayesConfig {
             min_points: -5.0,
             max_tokens: 1_000_000,
             max_seen: 200_000,
+            train_passes: DEFAULT_TRAIN_PASSES,
             explain: 0,
         }
     }
@@ -92,6 +99,11 @@ impl BayesConfig {
     /// The cap.
     pub fn expiry(&self) -> Expiry {
         Expiry { max_tokens: self.max_tokens, max_seen: self.max_seen }
+    }
+
+    /// The classifier's parameters for training.
+    pub fn params(&self) -> strainer_bayes::Params {
+        strainer_bayes::Params { revisits: self.train_passes.saturating_sub(1), ..Default::default() }
     }
 
     /// Opens (creating, for LMDB) the store; `base` resolves a relative path.

@@ -301,6 +301,13 @@ impl Config {
                 "must be at least 10000; a useful model holds a few hundred thousand".into(),
             );
         }
+        if !(1..=10).contains(&b.train_passes) {
+            return err(
+                "bayes",
+                "train_passes",
+                format!("must be 1 to 10 (the default is {}; 1 trains fastest)", crate::bayes::DEFAULT_TRAIN_PASSES),
+            );
+        }
         if b.min_points > 0.0 || b.max_points < 0.0 {
             return err("bayes", "max_points", "min_points must be <= 0 <= max_points".into());
         }
@@ -450,6 +457,9 @@ mod tests {
         assert!(e.message.contains("600s"));
         let e = Config::parse("[server]\nlisten = \"127.0.0.1:10025\"\nspool_dir = \"spool\"\n", "s.toml").unwrap_err();
         assert_eq!((e.line, e.key.as_str()), (3, "server.spool_dir"), "{e}");
+        let e = Config::parse("[bayes]\ntrain_passes = 0\n", "s.toml").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (2, "bayes.train_passes"), "{e}");
+        assert!(e.message.contains("1 trains fastest"), "{e}");
     }
 }
 

@@ -215,7 +215,7 @@ pub fn train(
     ham: &[PathBuf],
     forget: bool,
 ) -> anyhow::Result<(Summary, Summary)> {
-    let (opts, params) = (strainer_bayes::Options::default(), strainer_bayes::Params::default());
+    let (opts, params) = (strainer_bayes::Options::default(), config.bayes.params());
     train_with(&config.mime, &opts, &params, store, spam, ham, forget)
 }
 

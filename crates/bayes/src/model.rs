@@ -63,11 +63,21 @@ pub struct Params {
     pub max_features: usize,
     /// Most features counted as independent evidence (0: no cap).
     pub evidence_cap: usize,
+    /// Passes of the linear layer over a training batch after the first ([`crate::linear`]).
+    pub revisits: usize,
 }
 
 impl Default for Params {
     fn default() -> Self {
-        Params { strength: 0.05, prior: 0.5, min_dev: 0.1, method: Method::Fisher, max_features: 0, evidence_cap: 150 }
+        Params {
+            strength: 0.05,
+            prior: 0.5,
+            min_dev: 0.1,
+            method: Method::Fisher,
+            max_features: 0,
+            evidence_cap: 150,
+            revisits: 2,
+        }
     }
 }
 

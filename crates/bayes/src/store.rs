@@ -14,7 +14,7 @@
 pub mod lmdb;
 pub mod redis;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -211,6 +211,8 @@ pub trait Store: Send + Sync {
     }
     /// Learns (or forgets) a batch atomically; `params` score each message from the counts as
     /// they stand before it (the linear layer learns on top of that score, [`linear::apply`]).
+    /// Then the layer goes over the messages the batch learnt `params.revisits` times more,
+    /// each scored from the counts as the batch left them less its own, adding to its step.
     fn learn_with(&self, items: &[Item], forget: bool, params: &Params) -> Result<Vec<Learned>, Error>;
     /// Counts and size.
     fn stats(&self) -> Result<Stats, Error>;
@@ -351,6 +353,15 @@ struct MemoryInner {
     day_override: Option<u32>,
 }
 
+impl MemoryInner {
+    /// The counts of `hashes`, into `out`; the totals.
+    fn counts(&self, hashes: &[u64], out: &mut Vec<Counts>) -> Totals {
+        out.clear();
+        out.extend(hashes.iter().map(|h| self.tokens.get(h).map(|r| r.counts).unwrap_or_default()));
+        self.totals
+    }
+}
+
 impl Memory {
     /// An empty store.
     pub fn new() -> Memory {
@@ -379,10 +390,7 @@ pub(crate) fn bump(totals: &mut Totals, class: Class, sign: i64) {
 
 impl Store for Memory {
     fn lookup(&self, hashes: &[u64], out: &mut Vec<Counts>) -> Result<Totals, Error> {
-        let m = self.lock()?;
-        out.clear();
-        out.extend(hashes.iter().map(|h| m.tokens.get(h).map(|r| r.counts).unwrap_or_default()));
-        Ok(m.totals)
+        Ok(self.lock()?.counts(hashes, out))
     }
 
     fn margin(&self, x: &Vector) -> Result<f64, Error> {
@@ -399,6 +407,7 @@ impl Store for Memory {
         }
         let mut out = Vec::with_capacity(items.len());
         let mut counts = Vec::new();
+        let mut stepped = Vec::new();
         for item in items {
             let prev = m.seen.get(&item.digest).copied();
             let (remove, add, outcome) = plan(item, prev.map(|s| s.0), forget);
@@ -417,9 +426,8 @@ impl Store for Memory {
             }
             let alpha = if remove.is_some() || add.is_some() {
                 let prior = if add.is_some() {
-                    counts.clear();
-                    counts.extend(item.hashes.iter().map(|h| m.tokens.get(h).map(|r| r.counts).unwrap_or_default()));
-                    prior_of(&mut counts, m.totals, None, params)
+                    let totals = m.counts(&item.hashes, &mut counts);
+                    prior_of(&mut counts, totals, None, params)
                 } else {
                     0.0
                 };
@@ -439,7 +447,23 @@ impl Store for Memory {
                 }
                 (None, None) => {}
             }
+            if add.is_some() {
+                stepped.push(item);
+            }
             out.push(outcome);
+        }
+        // The passes after the first: each message the batch learnt, as it left it.
+        let mut once = HashSet::new();
+        stepped.retain(|i| m.seen.get(&i.digest).is_some_and(|s| s.0 == i.class) && once.insert(i.digest));
+        for _ in 0..params.revisits {
+            for item in &stepped {
+                let totals = m.counts(&item.hashes, &mut counts);
+                let prior = prior_of(&mut counts, totals, Some(item.class), params);
+                let more = linear::apply(&mut m.weights, &item.vector, None, Some(item.class), prior);
+                if let Some(s) = m.seen.get_mut(&item.digest) {
+                    s.2 += more;
+                }
+            }
         }
         Ok(out)
     }

@@ -86,6 +86,49 @@ fn on_top_of_fisher(s: &dyn Store) {
     assert!((p + m + 1.0).abs() < 1e-3, "prior {p} + margin {m} should reach -1");
 }
 
+/// After a batch, the layer goes over what it learnt again: a message that a later one in the
+/// batch pushed back over the line is stepped again, its step growing (so forgetting still
+/// takes back all of it).
+fn revisits(s: &dyn Store) {
+    // Two pairs, far apart in every bucket: a spam and a ham sharing a few features.
+    let pair = |base: u64, n: u8| {
+        let (f, g): (Vec<u64>, Vec<u64>) = ((base..base + 10).collect(), (base + 6..base + 16).collect());
+        // Features only: 4-grams of any two texts would share buckets across the pairs.
+        let a = Item { vector: spread(&f, b""), ..item(n, Class::Spam, &f) };
+        let b = Item { vector: spread(&g, b""), ..item(n + 1, Class::Ham, &g) };
+        (a, b)
+    };
+    let (a0, b0) = pair(10_000, 1);
+    let (a1, b1) = pair(20_000, 3);
+    let once = Params { revisits: 0, ..Params::default() };
+    s.learn_with(&[a0.clone(), b0.clone()], false, &once).unwrap();
+    s.learn_with(&[a1.clone(), b1.clone()], false, &Params::default()).unwrap();
+    let score = |x: &Item| {
+        let (mut c, t) = counts(s, &x.hashes);
+        let own = strainer_bayes::model::classify(&c, t, &Params::default(), 0).log_odds;
+        // Less its own count, as the layer scored it.
+        for k in &mut c {
+            k.spam -= 1;
+        }
+        let t = Totals { spam: t.spam - 1, ..t };
+        let less = strainer_bayes::model::classify(&c, t, &Params::default(), 0).log_odds;
+        assert!(own.is_finite() && less.is_finite());
+        strainer_bayes::linear::prior(less) + s.margin(&x.vector).unwrap()
+    };
+    let (once_a, again_a) = (score(&a0), score(&a1));
+    assert!(once_a < 0.9, "one pass: the ham after it pushed the spam back from its target: {once_a}");
+    assert!(
+        (1.0 - again_a).abs() < (1.0 - once_a) / 2.0,
+        "passes after the first bring it back: {again_a} against {once_a}"
+    );
+    // Forgetting takes back every pass.
+    s.learn(&[a1.clone(), b1.clone()], true).unwrap();
+    for x in [&a1, &b1] {
+        let m = s.margin(&x.vector).unwrap();
+        assert!(m.abs() < 1e-4, "forgotten: margin {m}");
+    }
+}
+
 fn counts(s: &dyn Store, hashes: &[u64]) -> (Vec<Counts>, Totals) {
     let mut out = Vec::new();
     let t = s.lookup(hashes, &mut out).unwrap();
@@ -159,6 +202,7 @@ fn memory_contract() {
     cap(&Memory::new());
     linear(&Memory::new());
     on_top_of_fisher(&Memory::new());
+    revisits(&Memory::new());
 }
 
 #[test]
@@ -169,6 +213,7 @@ fn lmdb_contract() {
     linear(&Lmdb::open(&d.path().join("l"), 1 << 24).unwrap());
     on_top_of_fisher(&Lmdb::open(&d.path().join("f"), 1 << 24).unwrap());
     on_top_of_fisher(&Snapshotted::new(Lmdb::open(&d.path().join("g"), 1 << 24).unwrap()));
+    revisits(&Lmdb::open(&d.path().join("r"), 1 << 24).unwrap());
 }
 
 #[test]
@@ -233,6 +278,7 @@ fn redis_contract() {
     cap(&redis_store("strainer-test-b"));
     linear(&redis_store("strainer-test-l"));
     on_top_of_fisher(&redis_store("strainer-test-f"));
+    revisits(&redis_store("strainer-test-r"));
 }
 
 #[test]

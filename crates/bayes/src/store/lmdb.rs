@@ -7,7 +7,7 @@
 //! summed in memory first and written in key order, which is what makes training fast
 //! ([`batch`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -21,7 +21,7 @@ use crate::model::{Counts, Params, Totals};
 use crate::store::Class;
 
 mod batch;
-use batch::add_delta;
+use batch::{add_delta, counts_of};
 
 /// An LMDB token store (cheap to clone: clones share the environment).
 #[derive(Clone)]
@@ -206,9 +206,7 @@ impl Store for Lmdb {
             // Counted before the linear layer existed: training again teaches it to the layer.
             let legacy = outcome == Learned::Already && seen.is_some_and(|s| s.1.is_none());
             let prior = if add.is_some() || legacy {
-                counts.clear();
-                counts
-                    .extend(item.hashes.iter().map(|h| batch.get(h).map(|t| t.after(day).counts).unwrap_or_default()));
+                counts_of(&batch, &item.hashes, day, &mut counts);
                 super::prior_of(&mut counts, totals, legacy.then_some(item.class), params)
             } else {
                 0.0
@@ -227,6 +225,26 @@ impl Store for Lmdb {
                 seen_now.insert(item.digest.0, Some((item.class, Some(alpha))));
             }
             out.push(outcome);
+        }
+        // The passes after the first: each message the batch learnt, as it left it.
+        let mut learnt: Vec<&Item> = Vec::new();
+        let mut once = HashSet::new();
+        for item in items {
+            if matches!(seen_now.get(&item.digest.0), Some(Some((c, Some(_)))) if *c == item.class)
+                && once.insert(item.digest.0)
+            {
+                learnt.push(item);
+            }
+        }
+        for _ in 0..params.revisits {
+            for item in &learnt {
+                counts_of(&batch, &item.hashes, day, &mut counts);
+                let prior = super::prior_of(&mut counts, totals, Some(item.class), params);
+                let more = linear::apply(&mut weights, &item.vector, None, Some(item.class), prior);
+                if let Some(Some((_, Some(alpha)))) = seen_now.get_mut(&item.digest.0) {
+                    *alpha += more;
+                }
+            }
         }
         self.write_sorted(&mut wtxn, batch, day)?;
         for (digest, class) in seen_now {

@@ -49,6 +49,12 @@ pub(super) fn add_delta(batch: &mut Batch, hashes: &[u64], class: Class, sign: i
     }
 }
 
+/// The counts of `hashes` as `batch` has left them so far, into `out`.
+pub(super) fn counts_of(batch: &Batch, hashes: &[u64], day: u32, out: &mut Vec<Counts>) {
+    out.clear();
+    out.extend(hashes.iter().map(|h| batch.get(h).map(|t| t.after(day).counts).unwrap_or_default()));
+}
+
 impl Lmdb {
     /// The records of `keys` (sorted, distinct) as a batch with no changes yet.
     pub(super) fn read_sorted(&self, txn: &RoTxn, keys: &[u64]) -> Result<Batch, Error> {
