@@ -21,7 +21,6 @@ use crate::model::{Counts, Params, Totals};
 use crate::store::Class;
 
 mod batch;
-use batch::{add_delta, counts_of};
 
 /// An LMDB token store (cheap to clone: clones share the environment).
 #[derive(Clone)]
@@ -186,33 +185,34 @@ impl Store for Lmdb {
         let mut keys: Vec<u64> = items.iter().flat_map(|i| i.hashes.iter().copied()).collect();
         keys.sort_unstable();
         keys.dedup();
-        let mut batch = self.read_sorted(&wtxn, &keys)?;
+        let mut batch = self.read_sorted(&wtxn, keys, day)?;
+        let slots: Vec<Vec<u32>> = items.iter().map(|i| batch.slots(&i.hashes)).collect();
         let mut counts = Vec::new();
         let mut weights = linear::decode(self.meta.get(&wtxn, LINEAR).map_err(|e| self.err(e))?);
         let mut weights_changed = false;
         // Digest -> class and linear step, as this batch leaves them.
         let mut seen_now: HashMap<[u8; 16], Option<(Class, Option<f32>)>> = HashMap::new();
         let mut out = Vec::with_capacity(items.len());
-        for item in items {
+        for (item, at) in items.iter().zip(&slots) {
             let seen = match seen_now.get(&item.digest.0) {
                 Some(s) => *s,
                 None => self.seen.get(&wtxn, &item.digest.0).map_err(|e| self.err(e))?.and_then(decode_seen),
             };
             let (remove, add, outcome) = plan(item, seen.map(|s| s.0), forget);
             if let Some(c) = remove {
-                add_delta(&mut batch, &item.hashes, c, -1);
+                batch.add(at, c, -1);
                 super::bump(&mut totals, c, -1);
             }
             // Counted before the linear layer existed: training again teaches it to the layer.
             let legacy = outcome == Learned::Already && seen.is_some_and(|s| s.1.is_none());
             let prior = if add.is_some() || legacy {
-                counts_of(&batch, &item.hashes, day, &mut counts);
+                batch.counts(at, &mut counts);
                 super::prior_of(&mut counts, totals, legacy.then_some(item.class), params)
             } else {
                 0.0
             };
             if let Some(c) = add {
-                add_delta(&mut batch, &item.hashes, c, 1);
+                batch.add(at, c, 1);
                 super::bump(&mut totals, c, 1);
             }
             if remove.is_some() || add.is_some() {
@@ -227,18 +227,18 @@ impl Store for Lmdb {
             out.push(outcome);
         }
         // The passes after the first: each message the batch learnt, as it left it.
-        let mut learnt: Vec<&Item> = Vec::new();
+        let mut learnt = Vec::new();
         let mut once = HashSet::new();
-        for item in items {
+        for (item, at) in items.iter().zip(&slots) {
             if matches!(seen_now.get(&item.digest.0), Some(Some((c, Some(_)))) if *c == item.class)
                 && once.insert(item.digest.0)
             {
-                learnt.push(item);
+                learnt.push((item, at));
             }
         }
         for _ in 0..params.revisits {
-            for item in &learnt {
-                counts_of(&batch, &item.hashes, day, &mut counts);
+            for (item, at) in &learnt {
+                batch.counts(at, &mut counts);
                 let prior = super::prior_of(&mut counts, totals, Some(item.class), params);
                 let more = linear::apply(&mut weights, &item.vector, None, Some(item.class), prior);
                 if let Some(Some((_, Some(alpha)))) = seen_now.get_mut(&item.digest.0) {
@@ -246,7 +246,7 @@ impl Store for Lmdb {
                 }
             }
         }
-        self.write_sorted(&mut wtxn, batch, day)?;
+        self.write_sorted(&mut wtxn, batch)?;
         for (digest, class) in seen_now {
             match class {
                 Some((c, alpha)) => {

@@ -36,58 +36,86 @@ impl Touched {
     }
 }
 
-/// The features of a batch, by hash.
-pub(super) type Batch = crate::store::KeyMap<Touched>;
-
-pub(super) fn add_delta(batch: &mut Batch, hashes: &[u64], class: Class, sign: i64) {
-    for h in hashes {
-        let t = batch.entry(*h).or_default();
-        match class {
-            Class::Spam => t.spam += sign,
-            Class::Ham => t.ham += sign,
-        }
-    }
+/// The features of a batch in key order: each one's record and changes, its counts as the
+/// batch has left them so far, and where each key is.
+pub(super) struct Batch {
+    keys: Vec<u64>,
+    touched: Vec<Touched>,
+    counts: Vec<Counts>,
+    slot: crate::store::KeyMap<u32>,
+    day: u32,
 }
 
-/// The counts of `hashes` as `batch` has left them so far, into `out`.
-pub(super) fn counts_of(batch: &Batch, hashes: &[u64], day: u32, out: &mut Vec<Counts>) {
-    out.clear();
-    out.extend(hashes.iter().map(|h| batch.get(h).map(|t| t.after(day).counts).unwrap_or_default()));
+impl Batch {
+    fn new(keys: Vec<u64>, touched: Vec<Touched>, day: u32) -> Batch {
+        let counts = touched.iter().map(|t| t.after(day).counts).collect();
+        let mut slot = crate::store::KeyMap::with_capacity_and_hasher(keys.len(), Default::default());
+        slot.extend(keys.iter().enumerate().map(|(i, k)| (*k, i as u32)));
+        Batch { keys, touched, counts, slot, day }
+    }
+
+    /// Where each of `hashes` is (each must be one of the batch's keys), for [`Batch::add`] and
+    /// [`Batch::counts`]: looked up once per message, not once per use.
+    pub(super) fn slots(&self, hashes: &[u64]) -> Vec<u32> {
+        hashes.iter().filter_map(|h| self.slot.get(h).copied()).collect()
+    }
+
+    /// Counts a message of `class` once more (`sign` 1) or once less (-1).
+    pub(super) fn add(&mut self, slots: &[u32], class: Class, sign: i64) {
+        for &i in slots {
+            let (Some(t), Some(c)) = (self.touched.get_mut(i as usize), self.counts.get_mut(i as usize)) else {
+                continue;
+            };
+            match class {
+                Class::Spam => t.spam += sign,
+                Class::Ham => t.ham += sign,
+            }
+            *c = t.after(self.day).counts;
+        }
+    }
+
+    /// The counts at `slots` as the batch has left them so far, into `out`.
+    pub(super) fn counts(&self, slots: &[u32], out: &mut Vec<Counts>) {
+        out.clear();
+        out.extend(slots.iter().map(|&i| self.counts.get(i as usize).copied().unwrap_or_default()));
+    }
 }
 
 impl Lmdb {
-    /// The records of `keys` (sorted, distinct) as a batch with no changes yet.
-    pub(super) fn read_sorted(&self, txn: &RoTxn, keys: &[u64]) -> Result<Batch, Error> {
-        let mut batch = Batch::with_capacity_and_hasher(keys.len(), Default::default());
+    /// The records of `keys` (sorted, distinct) as a batch learnt on `day`, with no changes yet.
+    pub(super) fn read_sorted(&self, txn: &RoTxn, keys: Vec<u64>, day: u32) -> Result<Batch, Error> {
+        let mut touched = Vec::with_capacity(keys.len());
         let found =
             |v: &[u8]| Touched { before: Record::decode(v).unwrap_or_default(), stored: true, ..Touched::default() };
-        let (Some(&lo), Some(&hi)) = (keys.first(), keys.last()) else { return Ok(batch) };
-        if keys.len() as u64 * WALK >= self.tokens.len(txn).map_err(|e| self.err(e))? {
-            // The walk and the keys are both in key order: each key is passed once.
-            let mut want = keys.iter().copied().peekable();
-            for kv in self.tokens.range(txn, &(lo..=hi)).map_err(|e| self.err(e))? {
-                let (k, v) = kv.map_err(|e| self.err(e))?;
-                while let Some(absent) = want.next_if(|w| *w < k) {
-                    batch.insert(absent, Touched::default());
+        if let (Some(&lo), Some(&hi)) = (keys.first(), keys.last()) {
+            if keys.len() as u64 * WALK >= self.tokens.len(txn).map_err(|e| self.err(e))? {
+                // The walk and the keys are both in key order: each key is passed once.
+                let mut want = keys.iter().copied().peekable();
+                for kv in self.tokens.range(txn, &(lo..=hi)).map_err(|e| self.err(e))? {
+                    let (k, v) = kv.map_err(|e| self.err(e))?;
+                    while want.next_if(|w| *w < k).is_some() {
+                        touched.push(Touched::default());
+                    }
+                    if want.next_if_eq(&k).is_some() {
+                        touched.push(found(v));
+                    }
                 }
-                if want.next_if_eq(&k).is_some() {
-                    batch.insert(k, found(v));
+                touched.extend(want.map(|_| Touched::default()));
+            } else {
+                for &k in &keys {
+                    touched
+                        .push(self.tokens.get(txn, &k).map_err(|e| self.err(e))?.map_or_else(Touched::default, found));
                 }
-            }
-            batch.extend(want.map(|absent| (absent, Touched::default())));
-        } else {
-            for &k in keys {
-                let t = self.tokens.get(txn, &k).map_err(|e| self.err(e))?.map_or_else(Touched::default, found);
-                batch.insert(k, t);
             }
         }
-        Ok(batch)
+        Ok(Batch::new(keys, touched, day))
     }
 
-    /// Writes the changed records of `batch` (learnt on `day`), deleting those left at zero.
-    pub(super) fn write_sorted(&self, wtxn: &mut heed::RwTxn, batch: Batch, day: u32) -> Result<(), Error> {
-        let mut changed: Vec<(u64, Touched)> = batch.into_iter().filter(|(_, t)| (t.spam, t.ham) != (0, 0)).collect();
-        changed.sort_unstable_by_key(|(h, _)| *h);
+    /// Writes the changed records of `batch`, deleting those left at zero.
+    pub(super) fn write_sorted(&self, wtxn: &mut heed::RwTxn, batch: Batch) -> Result<(), Error> {
+        let day = batch.day;
+        let changed: Vec<(u64, Touched)> =
+            batch.keys.into_iter().zip(batch.touched).filter(|(_, t)| (t.spam, t.ham) != (0, 0)).collect();
         let (Some(&(lo, _)), Some(&(hi, _))) = (changed.first(), changed.last()) else { return Ok(()) };
         let mut fresh: Vec<&(u64, Touched)> = Vec::new();
         if changed.len() as u64 * WALK >= self.tokens.len(wtxn).map_err(|e| self.err(e))? {
