@@ -27,7 +27,7 @@ pub use tokenize::{Options, Tokens, tokenize};
 use strainer_mime::View;
 
 /// The score at and above which the scorer alone calls a message spam.
-pub const DEFAULT_THRESHOLD: f64 = 10.0;
+pub const DEFAULT_THRESHOLD: f64 = 8.0;
 
 /// A tokenizer, classifier settings and a store.
 pub struct Bayes<S> {
