@@ -1,4 +1,4 @@
-//! The Bayesian token scorer: a tokenizer over the MIME view ([`tokenize`]), a classifier that
+//! The Bayesian token scorer: a tokenizer over the MIME view ([`mod@tokenize`]), a classifier that
 //! gives an unclamped log-odds score ([`model`]) plus a linear layer learnt online over the same
 //! features and the message's byte 4-grams ([`linear`]), and token stores ([`store`]): an in-memory one
 //! for tests and benches, LMDB (the embedded default, shared by `serve` and `strainer train`

@@ -5,7 +5,7 @@
 //! durable and atomic: a trainer killed mid-batch leaves the store as the last commit left it.
 //! Features are 8-byte integer keys (MDB_INTEGERKEY) with 12-byte records ([`Record`]); a batch's changes are
 //! summed in memory first and written in key order, which is what makes training fast
-//! ([`batch`]).
+//! (the `batch` module).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -256,7 +256,7 @@ impl Store for Redis {
 
     /// The margin from a copy of all weights when they have not changed since it was read (one
     /// GET), else from the message's buckets (one HMGET); the copy is re-read at most every
-    /// [`WEIGHTS_REREAD`] (a HGETALL of up to [`linear::DIM`] fields).
+    /// 10 s (`WEIGHTS_REREAD`: a HGETALL of up to [`linear::DIM`] fields).
     fn margin(&self, x: &Vector) -> Result<f64, Error> {
         if x.is_empty() {
             return Ok(0.0);
