@@ -57,13 +57,14 @@ local function step(a)
   for j = 1, #vals do cur[j] = cur[j] + a * vals[j] end
   changed = true
 end
--- Sets `value` on each field ARGV[from..to] of hash `k`, 500 to a call.
-local function hset_all(k, from, to, value)
-  for c = from, to, 500 do
+-- Sets on hash `k` the n field-value pairs that pair(1..n) returns, 500 to a call.
+local function hset_many(k, n, pair)
+  for c = 1, n, 500 do
     local args = {}
-    for i = c, math.min(c + 499, to) do
-      args[#args + 1] = ARGV[i]
-      args[#args + 1] = value
+    for j = c, math.min(c + 499, n) do
+      local f, v = pair(j)
+      args[#args + 1] = f
+      args[#args + 1] = v
     end
     redis.call('HSET', k, unpack(args))
   end
@@ -111,7 +112,7 @@ if add then
   if not counted then
     redis.call('HINCRBY', tot, total(add), 1)
     for i = 8, xs - 1 do redis.call('HINCRBY', k, ARGV[i], 1) end
-    hset_all(d, 8, xs - 1, day)
+    hset_many(d, nh, function(j) return ARGV[7 + j], day end)
   end
   -- The linear layer's passive-aggressive step on top of the prior (crate::linear::apply).
   load()
@@ -132,14 +133,7 @@ else
   redis.call('HDEL', seen, digest)
 end
 if changed then
-  for c = 1, #fields, 500 do
-    local args = {}
-    for j = c, math.min(c + 499, #fields) do
-      args[#args + 1] = fields[j]
-      args[#args + 1] = string.format('%.17g', cur[j])
-    end
-    redis.call('HSET', w, unpack(args))
-  end
+  hset_many(w, #fields, function(j) return fields[j], string.format('%.17g', cur[j]) end)
 end
 redis.call('INCR', ver)
 return outcome
