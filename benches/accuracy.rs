@@ -13,7 +13,8 @@
 //! BAYES_LSCALE (the linear margin's weight, 1 = as shipped), BAYES_REVISITS (the linear layer's
 //! passes over each training batch after the first), BAYES_SHUFFLE=seed (another training
 //! order), BAYES_EXPORT=file (each message's features, one line each, for exploring elsewhere),
-//! BAYES_DUMP=1 (the worst-ranked messages and their strongest features).
+//! BAYES_DUMP=1 (the worst-ranked messages and their strongest features), BAYES_STAGES=1 (time
+//! MIME, tokenizing and the linear vector apart, best of five rounds).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -203,6 +204,9 @@ fn main() {
     let toks: Vec<Tokens> =
         msgs.iter().map(|m| tokenize(&strainer_mime::analyze(&m.raw, &limits), &opts, false)).collect();
     let tok_secs = t0.elapsed().as_secs_f64();
+    if std::env::var_os("BAYES_STAGES").is_some() {
+        stages(&msgs, &limits, &opts);
+    }
     if let Ok(path) = std::env::var("BAYES_EXPORT") {
         // Exploration aid: one line per message, "folder name spam hash hash ...".
         use std::io::Write as _;
@@ -258,12 +262,17 @@ fn main() {
         let mut scores = Vec::with_capacity(test.len());
         let mut names = Vec::with_capacity(test.len());
         let mut counts = Vec::new();
+        let (mut lookup_secs, mut combine_secs) = (0.0, 0.0);
         for &i in &test {
             let view = strainer_mime::analyze(&msgs[i].raw, &limits);
             let tk = tokenize(&view, &opts, false);
             let x = if linear { Vector::of(&tk.hashes, &msgs[i].raw) } else { Vector::default() };
+            let te = Instant::now();
             let (totals, margin) = store.evidence(&tk.hashes, &mut counts, &x).unwrap();
+            lookup_secs += te.elapsed().as_secs_f64();
+            let te = Instant::now();
             let mut s = strainer_bayes::model::classify(&counts, totals, &params, 0);
+            combine_secs += te.elapsed().as_secs_f64();
             s.add_margin(lscale * margin);
             scores.push((s.log_odds, msgs[i].spam));
             names.push(i);
@@ -276,7 +285,9 @@ fn main() {
             m.fp, m.fn_, m.fn_at0, m.fn_at01, m.one_minus_auc, train_ms, classify_ms
         );
         eprintln!(
-            "  {name}: CPU ms/msg train {train_cpu:.3} classify {classify_cpu:.3}; store copy rebuilt in {reload_ms:.0} ms before classifying"
+            "  {name}: CPU ms/msg train {train_cpu:.3} classify {classify_cpu:.3} (lookup {:.3}, combine {:.3}); store copy rebuilt in {reload_ms:.0} ms before classifying",
+            lookup_secs * 1000.0 / test.len() as f64,
+            combine_secs * 1000.0 / test.len() as f64,
         );
         if std::env::var_os("BAYES_DUMP").is_some() {
             let mut order: Vec<usize> = (0..scores.len()).collect();
@@ -321,4 +332,25 @@ fn main() {
             println!("  bottom spams: {:?}", &spams[..8.min(spams.len())]);
         }
     }
+}
+
+/// Exploration aid: microseconds per message for each stage of classifying before the store
+/// (MIME, tokenize, the linear vector), best of five rounds over the whole corpus (the VM's
+/// speed wanders).
+fn stages(msgs: &[Msg], limits: &strainer_mime::Limits, opts: &Options) {
+    let views: Vec<_> = msgs.iter().map(|m| strainer_mime::analyze(&m.raw, limits)).collect();
+    let toks: Vec<Tokens> = views.iter().map(|v| tokenize(v, opts, false)).collect();
+    let best = |f: &dyn Fn(usize)| {
+        (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                (0..msgs.len()).for_each(f);
+                t.elapsed().as_secs_f64() * 1e6 / msgs.len() as f64
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    let mime = best(&|i| drop(std::hint::black_box(strainer_mime::analyze(&msgs[i].raw, limits))));
+    let tok = best(&|i| drop(std::hint::black_box(tokenize(&views[i], opts, false))));
+    let vec = best(&|i| drop(std::hint::black_box(Vector::of(&toks[i].hashes, &msgs[i].raw))));
+    eprintln!("stages, us/msg: MIME {mime:.1}, tokenize {tok:.1}, linear vector {vec:.1}");
 }

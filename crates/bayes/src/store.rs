@@ -13,6 +13,7 @@
 
 pub mod lmdb;
 pub mod redis;
+mod table;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;

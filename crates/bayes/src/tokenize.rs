@@ -180,9 +180,15 @@ impl Tokenizer<'_> {
 
     fn headers(&mut self, view: &View) {
         let mut received = 0usize;
+        // One lower-cased copy of each name, in a buffer kept across fields (an allocation per
+        // field showed in the profile).
+        let mut lname = String::with_capacity(32);
         for (name, value) in &view.headers {
-            let lname = name.to_ascii_lowercase();
-            self.emit2("H:", &lname);
+            lname.clear();
+            lname.push_str(name);
+            lname.make_ascii_lowercase();
+            let lname = lname.as_str();
+            self.emit2("H:", lname);
             if lname == "received" {
                 received += 1;
                 self.received(value);
@@ -202,7 +208,7 @@ impl Tokenizer<'_> {
                 if matches!(*prefix, "f:" | "r:" | "rp:") || (*prefix == "t:" && self.opts.recipients) {
                     self.addresses(prefix, value);
                 }
-            } else if self.opts.all_headers && !matches!(lname.as_str(), "date" | "delivered-to" | "x-original-to") {
+            } else if self.opts.all_headers && !matches!(lname, "date" | "delivered-to" | "x-original-to") {
                 let prefix = format!("{lname}:");
                 self.words(&prefix, clip(value, 1024));
             }
@@ -221,15 +227,17 @@ impl Tokenizer<'_> {
                 continue;
             }
             if let Some(net) = ipv4_net(w) {
-                self.emit2("rip:", &net);
+                self.emit2("rip:", net);
             } else if self.opts.received >= 2
                 && w.contains('.')
                 && w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
             {
-                let lw = w.to_ascii_lowercase();
-                let dom = last_labels(&lw, 2);
+                let dom = last_labels(w, 2);
                 if dom.bytes().any(|b| b.is_ascii_alphabetic()) {
-                    self.emit2("rd:", dom);
+                    self.buf.clear();
+                    self.buf.push_str("rd:");
+                    push_lower(&mut self.buf, dom);
+                    self.flush();
                 }
             } else if matches!(w, "ESMTP" | "SMTP" | "ESMTPS" | "ESMTPA" | "ESMTPSA" | "LMTP" | "HTTP" | "Microsoft") {
                 self.emit2("rw:", w);
@@ -240,12 +248,12 @@ impl Tokenizer<'_> {
     fn addresses(&mut self, prefix: &str, value: &str) {
         for word in value.split(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | ',' | ';' | '"' | '(' | ')')) {
             if let Some((_, dom)) = word.rsplit_once('@') {
-                let dom = dom.trim_end_matches('.').to_ascii_lowercase();
+                let dom = dom.trim_end_matches('.');
                 if !dom.is_empty() {
                     self.buf.clear();
                     self.buf.push_str(prefix);
                     self.buf.push('@');
-                    self.buf.push_str(last_labels(&dom, 2));
+                    push_lower(&mut self.buf, last_labels(dom, 2));
                     self.flush();
                 }
             }
@@ -422,14 +430,16 @@ fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
 }
 
 /// `a.b.c.d` -> `a.b` when it is an IPv4 address.
-fn ipv4_net(w: &str) -> Option<String> {
-    let mut it = w.split('.');
-    let parts: Vec<&str> = it.by_ref().take(5).collect();
-    if parts.len() != 4 || !parts.iter().all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return None;
+fn ipv4_net(w: &str) -> Option<&str> {
+    let mut parts = 0;
+    for p in w.split('.') {
+        parts += 1;
+        if parts > 4 || p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
     }
-    Some(format!("{}.{}", parts[0], parts[1]))
+    let second_dot = w.bytes().enumerate().filter(|&(_, b)| b == b'.').nth(1)?.0;
+    (parts == 4).then(|| &w[..second_dot])
 }
 
 /// The last `n` labels of a host name.
@@ -454,7 +464,8 @@ mod tests {
     fn last_labels_and_nets() {
         assert_eq!(last_labels("a.b.example.com", 2), "example.com");
         assert_eq!(last_labels("com", 2), "com");
-        assert_eq!(ipv4_net("192.168.1.2").as_deref(), Some("192.168"));
+        assert_eq!(ipv4_net("192.168.1.2"), Some("192.168"));
+        assert_eq!(ipv4_net("1.2.3.4.5"), None);
         assert_eq!(ipv4_net("192.168.1"), None);
     }
 }

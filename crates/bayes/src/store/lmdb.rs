@@ -339,14 +339,14 @@ pub struct Snapshotted {
 struct Snap {
     txn: usize,
     totals: Totals,
-    counts: super::KeyMap<Counts>,
+    counts: super::table::CountTable,
     weights: Vec<f32>,
 }
 
 impl Snap {
     fn lookup(&self, hashes: &[u64], out: &mut Vec<Counts>) -> Totals {
         out.clear();
-        out.extend(hashes.iter().map(|h| self.counts.get(h).copied().unwrap_or_default()));
+        self.counts.get_many(hashes, out);
         self.totals
     }
 
@@ -358,8 +358,12 @@ impl Snap {
 impl Snapshotted {
     /// Reads `lmdb` through an in-memory copy.
     pub fn new(lmdb: Lmdb) -> Snapshotted {
-        let empty =
-            Snap { txn: usize::MAX, totals: Totals::default(), counts: super::KeyMap::default(), weights: Vec::new() };
+        let empty = Snap {
+            txn: usize::MAX,
+            totals: Totals::default(),
+            counts: super::table::CountTable::default(),
+            weights: Vec::new(),
+        };
         Snapshotted { lmdb, snap: std::sync::RwLock::new(Arc::new(empty)), building: Mutex::new(()) }
     }
 
@@ -382,7 +386,7 @@ impl Snapshotted {
         let rtxn = self.lmdb.env.read_txn().map_err(|e| self.lmdb.err(e))?;
         let totals = self.lmdb.totals(&rtxn)?;
         let n = usize::try_from(self.lmdb.tokens.len(&rtxn).map_err(|e| self.lmdb.err(e))?).unwrap_or(0);
-        let mut counts = super::KeyMap::with_capacity_and_hasher(n, Default::default());
+        let mut counts = super::table::CountTable::with_capacity(n);
         for kv in self.lmdb.tokens.iter(&rtxn).map_err(|e| self.lmdb.err(e))? {
             let (k, v) = kv.map_err(|e| self.lmdb.err(e))?;
             if let Some(r) = Record::decode(v) {
