@@ -140,7 +140,7 @@ return outcome
 ";
 
 /// Spam counts, ham counts, totals.
-type Looked = (Vec<Option<u32>>, Vec<Option<u32>>, (Option<u64>, Option<u64>));
+type Looked = (Vec<Option<u32>>, Vec<Option<u32>>, (Option<u64>, Option<u64>), Option<u64>);
 
 /// A Redis token store.
 pub struct Redis {
@@ -221,41 +221,38 @@ impl Redis {
     }
 }
 
-impl Store for Redis {
-    fn lookup(&self, hashes: &[u64], out: &mut Vec<Counts>) -> Result<Totals, Error> {
+impl Redis {
+    /// The counts of `hashes`, the totals and the weights' version, in one round trip (one
+    /// MULTI): the version tells `margin_at` whether its copy of the weights matches the counts.
+    fn lookup_versioned(&self, hashes: &[u64], out: &mut Vec<Counts>) -> Result<(Totals, u64), Error> {
         out.clear();
         let fields: Vec<Vec<u8>> = hashes.iter().map(|h| h.to_be_bytes().to_vec()).collect();
-        let (s, h, tot): Looked = self.with(|c| {
+        let (s, h, tot, version): Looked = self.with(|c| {
             let mut p = redis::pipe();
             p.atomic();
             if fields.is_empty() {
-                p.cmd("ECHO").arg(Vec::<u8>::new()).ignore();
-                p.cmd("ECHO").arg(Vec::<u8>::new()).ignore();
                 p.hget(self.key("totals"), &["spam", "ham"]);
-                let (tot,): ((Option<u64>, Option<u64>),) = p.query(c)?;
-                return Ok((Vec::new(), Vec::new(), tot));
+                p.get(self.key("wver"));
+                let (tot, version): ((Option<u64>, Option<u64>), Option<u64>) = p.query(c)?;
+                return Ok((Vec::new(), Vec::new(), tot, version));
             }
             p.cmd("HMGET").arg(self.key("s")).arg(&fields);
             p.cmd("HMGET").arg(self.key("h")).arg(&fields);
             p.hget(self.key("totals"), &["spam", "ham"]);
+            p.get(self.key("wver"));
             p.query(c)
         })?;
         out.extend(s.iter().zip(&h).map(|(s, h)| Counts { spam: s.unwrap_or(0), ham: h.unwrap_or(0) }));
-        Ok(Redis::totals_of(tot))
+        Ok((Redis::totals_of(tot), version.unwrap_or(0)))
     }
 
-    fn weights(&self, buckets: &[u32]) -> Result<Vec<f32>, Error> {
-        Ok(self.read_weights(buckets.iter().copied())?.into_iter().map(|w| w as f32).collect())
-    }
-
-    /// The margin from a copy of all weights when they have not changed since it was read (one
-    /// GET), else from the message's buckets (one HMGET); the copy is re-read at most every
-    /// 10 s (`WEIGHTS_REREAD`: a HGETALL of up to [`linear::DIM`] fields).
-    fn margin(&self, x: &Vector) -> Result<f64, Error> {
+    /// The margin of `x` under the weights at `version`: from a copy of all weights when it is
+    /// of that version, else from the message's buckets (one HMGET); the copy is re-read at
+    /// most every 10 s (`WEIGHTS_REREAD`: a HGETALL of up to [`linear::DIM`] fields).
+    fn margin_at(&self, version: u64, x: &Vector) -> Result<f64, Error> {
         if x.is_empty() {
             return Ok(0.0);
         }
-        let version: u64 = self.with(|c| c.get::<_, Option<u64>>(self.key("wver")))?.unwrap_or(0);
         let cached = self.weights.lock().ok().and_then(|w| {
             w.as_ref().map(|w| (w.version == version, w.read.elapsed() >= WEIGHTS_REREAD, w.dense.clone()))
         });
@@ -266,8 +263,8 @@ impl Store for Redis {
                 return Ok(x.entries().zip(got).map(|(e, w)| f64::from(e.1) * w).sum());
             }
             _ => {
-                // Read the version first: a step landing during the read makes the copy newer
-                // than its tag, so it is read again, never used stale.
+                // The version was read before the weights: a step landing in between makes the
+                // copy newer than its tag, so it is read again, never used stale.
                 let all: Vec<(Vec<u8>, f64)> = self.with(|c| c.hgetall(self.key("w")))?;
                 let mut dense = vec![0f32; linear::DIM];
                 for (field, w) in all {
@@ -285,6 +282,31 @@ impl Store for Redis {
             }
         };
         Ok(x.dot(|i| dense.get(i as usize).copied().unwrap_or(0.0)))
+    }
+}
+
+impl Store for Redis {
+    fn lookup(&self, hashes: &[u64], out: &mut Vec<Counts>) -> Result<Totals, Error> {
+        Ok(self.lookup_versioned(hashes, out)?.0)
+    }
+
+    /// Counts, totals and the weights' version in one round trip; in the steady state (the
+    /// weights copy current) that is the only one.
+    fn evidence(&self, hashes: &[u64], out: &mut Vec<Counts>, x: &Vector) -> Result<(Totals, f64), Error> {
+        let (totals, version) = self.lookup_versioned(hashes, out)?;
+        Ok((totals, self.margin_at(version, x)?))
+    }
+
+    fn weights(&self, buckets: &[u32]) -> Result<Vec<f32>, Error> {
+        Ok(self.read_weights(buckets.iter().copied())?.into_iter().map(|w| w as f32).collect())
+    }
+
+    fn margin(&self, x: &Vector) -> Result<f64, Error> {
+        if x.is_empty() {
+            return Ok(0.0);
+        }
+        let version: u64 = self.with(|c| c.get::<_, Option<u64>>(self.key("wver")))?.unwrap_or(0);
+        self.margin_at(version, x)
     }
 
     fn learn_with(&self, items: &[Item], forget: bool, params: &Params) -> Result<Vec<Learned>, Error> {
