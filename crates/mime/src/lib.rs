@@ -123,7 +123,8 @@ pub struct View {
 
 /// Decodes a raw header value: unfolds and decodes RFC 2047 encoded words.
 pub fn decode_header_value(raw: &[u8]) -> String {
-    if memchr::memmem::find(raw, b"=?").is_none() {
+    // Most values have no '?' at all: a search for it beats building a substring finder per value.
+    if !memchr::memchr_iter(b'?', raw).any(|i| i > 0 && raw[i - 1] == b'=') {
         return unfold_plain(raw);
     }
     decode_with_parser(raw)
@@ -492,7 +493,8 @@ fn confusable_boundaries(raw: &[u8]) -> Option<(String, String)> {
     for line in lines(raw) {
         let header_like = line.first().is_some_and(|b| *b == b' ' || *b == b'\t')
             || line.get(..13).is_some_and(|p| p.eq_ignore_ascii_case(b"content-type:"));
-        if !header_like {
+        // Most header-like lines are folded Received lines without '=': no copy, no search.
+        if !header_like || memchr::memchr(b'=', line).is_none() {
             continue;
         }
         let lower = line.to_ascii_lowercase();
