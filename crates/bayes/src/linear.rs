@@ -68,7 +68,10 @@ impl Vector {
     /// The vector of a message: its tokenizer `hashes` and the 4-grams of its `raw` bytes.
     pub fn of(hashes: &[u64], raw: &[u8]) -> Vector {
         let mut tokens: Vec<u32> = hashes.iter().map(|&h| bucket_of_hash(h)).collect();
-        tokens.sort_unstable();
+        // A bucket is the top bits of its hash: the tokenizer's sorted hashes give sorted buckets.
+        if !tokens.is_sorted() {
+            tokens.sort_unstable();
+        }
         tokens.dedup();
         let (grams, shared) = grams_sharing(raw, &tokens);
         let groups = u8::from(!tokens.is_empty()) + u8::from(!grams.is_empty());
