@@ -130,6 +130,16 @@ pub fn decode_header_value(raw: &[u8]) -> String {
     decode_with_parser(raw)
 }
 
+/// `bytes` as text, invalid UTF-8 replaced: `from_utf8_lossy`, but valid text (nearly all
+/// header text) goes through the faster validation of `from_utf8` (the lossy walk over every
+/// header line was 6% of taking a message apart).
+fn lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 /// What mail-parser's unstructured parser makes of a value without encoded words, without
 /// its token list and copies: each line trimmed of spaces, tabs and CR, the non-empty ones
 /// joined by one space, up to a line break not followed by white space. Most header values
@@ -149,7 +159,7 @@ fn unfold_plain(raw: &[u8]) -> String {
             if !out.is_empty() {
                 out.push(' ');
             }
-            out.push_str(&String::from_utf8_lossy(&line[start..end]));
+            out.push_str(&lossy(&line[start..end]));
         }
         match next {
             Some(n) if matches!(n.first(), Some(b' ' | b'\t')) => rest = n,
@@ -551,7 +561,7 @@ pub fn analyze(raw: &[u8], limits: &Limits) -> View {
     };
     w.view.headers = headers::fields(raw)
         .take(limits.max_parts.max(100))
-        .map(|f| (String::from_utf8_lossy(f.name).into_owned(), decode_header_value(f.value)))
+        .map(|f| (lossy(f.name).into_owned(), decode_header_value(f.value)))
         .collect();
     let (ct, nested) = prescan(raw);
     if nested > limits.max_depth {
