@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 mod archive;
+mod html;
 mod inline;
 pub mod sniff;
 
@@ -16,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use std::borrow::Cow;
 
-use mail_parser::decoders::html::html_to_text;
 use mail_parser::parsers::MessageStream;
 use mail_parser::{HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 use serde::{Deserialize, Serialize};
@@ -285,7 +285,7 @@ impl Walk<'_> {
             }
             PartType::Text(t) => self.text_leaf(p, t.into_owned(), problem),
             PartType::Html(h) => {
-                let text = html_to_text(&h);
+                let text = html::html_to_text(&h);
                 p.html = Some(h.into_owned());
                 self.text_leaf(p, text, problem);
             }
