@@ -263,46 +263,72 @@ impl Tokenizer<'_> {
     /// Words of a text, lower-cased, with their bigrams.
     fn words(&mut self, prefix: &str, text: &str) {
         let mut prev: Option<u64> = None;
+        if text.is_ascii() {
+            // Most text is ASCII: the same words found byte by byte, without decoding characters.
+            let bytes = text.as_bytes();
+            let mut i = 0;
+            while i < bytes.len() {
+                let start = i;
+                while i < bytes.len() && is_word_byte(bytes[i]) {
+                    i += 1;
+                }
+                let (mut a, mut b) = (start, i);
+                while a < b && !(bytes[a].is_ascii_alphanumeric() || bytes[a] == b'$') {
+                    a += 1;
+                }
+                while a < b && !(bytes[b - 1].is_ascii_alphanumeric() || matches!(bytes[b - 1], b'!' | b'%')) {
+                    b -= 1;
+                }
+                self.word(prefix, &text[a..b], &mut prev);
+                i += 1;
+            }
+            return;
+        }
         for raw in text.split(|c: char| !is_word_char(c)) {
             let w = raw.trim_start_matches(|c: char| !(c.is_alphanumeric() || c == '$'));
             let w = w.trim_end_matches(|c: char| !(c.is_alphanumeric() || c == '!' || c == '%'));
-            if w.len() < self.opts.min_len {
-                continue;
-            }
-            self.buf.clear();
-            self.buf.push_str(prefix);
-            if w.len() > self.opts.max_len {
-                // Long words: URLs, encoded junk, hashes. Keep a hint of the start and the size.
-                self.buf.push_str("sk:");
-                let end = w.char_indices().nth(7).map_or(w.len(), |(i, _)| i);
-                push_lower(&mut self.buf, &w[..end]);
-                self.buf.push(':');
-                self.buf.push_str(&(w.len() / 10).to_string());
-            } else if w.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b',') && w.len() > 5 {
-                self.buf.push_str("N:");
-                self.buf.push_str(&w.len().to_string());
-            } else {
-                push_lower(&mut self.buf, w);
-            }
-            if self.opts.caps && w.len() >= 4 && w.chars().all(|c| c.is_ascii_uppercase()) {
-                self.buf.insert_str(prefix.len(), "C:");
-            }
-            let h = self.flush();
-            if self.opts.bigrams {
-                if let Some(p) = prev {
-                    let mut pair = [0u8; 16];
-                    pair[..8].copy_from_slice(&p.to_le_bytes());
-                    pair[8..].copy_from_slice(&h.to_le_bytes());
-                    let b = xxh3_64(&pair);
-                    self.hashes.push(b);
-                    if let Some(n) = &mut self.names {
-                        let first = n.get(&p).map_or("?", String::as_str);
-                        let text = format!("{first} + {}", self.buf);
-                        n.entry(b).or_insert(text);
-                    }
+            self.word(prefix, w, &mut prev);
+        }
+    }
+
+    /// One word (already split and trimmed) and its pair with the word before (`prev`).
+    fn word(&mut self, prefix: &str, w: &str, prev: &mut Option<u64>) {
+        if w.len() < self.opts.min_len {
+            return;
+        }
+        self.buf.clear();
+        self.buf.push_str(prefix);
+        if w.len() > self.opts.max_len {
+            // Long words: URLs, encoded junk, hashes. Keep a hint of the start and the size.
+            self.buf.push_str("sk:");
+            let end = w.char_indices().nth(7).map_or(w.len(), |(i, _)| i);
+            push_lower(&mut self.buf, &w[..end]);
+            self.buf.push(':');
+            self.buf.push_str(&(w.len() / 10).to_string());
+        } else if w.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b',') && w.len() > 5 {
+            self.buf.push_str("N:");
+            self.buf.push_str(&w.len().to_string());
+        } else {
+            push_lower(&mut self.buf, w);
+        }
+        if self.opts.caps && w.len() >= 4 && w.chars().all(|c| c.is_ascii_uppercase()) {
+            self.buf.insert_str(prefix.len(), "C:");
+        }
+        let h = self.flush();
+        if self.opts.bigrams {
+            if let Some(p) = *prev {
+                let mut pair = [0u8; 16];
+                pair[..8].copy_from_slice(&p.to_le_bytes());
+                pair[8..].copy_from_slice(&h.to_le_bytes());
+                let b = xxh3_64(&pair);
+                self.hashes.push(b);
+                if let Some(n) = &mut self.names {
+                    let first = n.get(&p).map_or("?", String::as_str);
+                    let text = format!("{first} + {}", self.buf);
+                    n.entry(b).or_insert(text);
                 }
-                prev = Some(h);
             }
+            *prev = Some(h);
         }
     }
 
@@ -398,6 +424,12 @@ impl Tokenizer<'_> {
 /// Characters that belong to a word (the rest separate words).
 fn is_word_char(c: char) -> bool {
     c.is_alphanumeric() || matches!(c, '$' | '\'' | '-' | '.' | '_' | '!' | '@' | '%' | '/' | ':' | '&' | ',')
+}
+
+/// [`is_word_char`] for ASCII bytes.
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(b, b'$' | b'\'' | b'-' | b'.' | b'_' | b'!' | b'@' | b'%' | b'/' | b':' | b'&' | b',')
 }
 
 /// Appends `w` lower-cased.
