@@ -137,9 +137,45 @@ pub fn tokenize(view: &View, opts: &Options, explain: bool) -> Tokens {
         }
     }
     let mut hashes = t.hashes;
-    hashes.sort_unstable();
+    sort_hashes(&mut hashes);
     hashes.dedup();
     Tokens { hashes, names: t.names }
+}
+
+/// Sorts feature hashes, which are spread evenly: scattered into about two per bucket by
+/// their top bits, the result is sorted but within buckets, which an insertion pass finishes.
+/// A comparison sort of a message's 570 hashes was a tenth of tokenizing.
+fn sort_hashes(v: &mut Vec<u64>) {
+    let n = v.len();
+    if n < 64 {
+        v.sort_unstable();
+        return;
+    }
+    let bits = (usize::BITS - (n / 2).leading_zeros()).min(16);
+    let shift = 64 - bits;
+    let mut starts = vec![0usize; (1 << bits) + 1];
+    for &h in v.iter() {
+        starts[(h >> shift) as usize + 1] += 1;
+    }
+    for i in 1..starts.len() {
+        starts[i] += starts[i - 1];
+    }
+    let mut out = vec![0u64; n];
+    for &h in v.iter() {
+        let b = (h >> shift) as usize;
+        out[starts[b]] = h;
+        starts[b] += 1;
+    }
+    for i in 1..n {
+        let h = out[i];
+        let mut j = i;
+        while j > 0 && out[j - 1] > h {
+            out[j] = out[j - 1];
+            j -= 1;
+        }
+        out[j] = h;
+    }
+    *v = out;
 }
 
 fn clip(s: &str, max: usize) -> &str {
@@ -491,6 +527,20 @@ fn last_labels(host: &str, n: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sorts_hashes_like_a_comparison_sort() {
+        // Spread hashes (as xxh3 gives), duplicates, and ones sharing their top bits.
+        let mut v: Vec<u64> = (0..1000u64).map(|i| xxh3_64(&i.to_le_bytes())).collect();
+        v.extend([0, 0, u64::MAX, u64::MAX - 1, 1 << 63, (1 << 63) + 1, 5, 5]);
+        let mut expected = v.clone();
+        expected.sort_unstable();
+        sort_hashes(&mut v);
+        assert_eq!(v, expected);
+        let mut short = vec![3, 1, 2];
+        sort_hashes(&mut short);
+        assert_eq!(short, [1, 2, 3]);
+    }
 
     #[test]
     fn last_labels_and_nets() {
