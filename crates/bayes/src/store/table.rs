@@ -15,7 +15,6 @@ pub struct CountTable {
     /// (hash, counts); an empty slot is hash 0 with zero counts, which also reads as "unseen"
     /// for the one feature whose hash is 0.
     slots: Vec<(u64, Counts)>,
-    mask: usize,
     len: usize,
 }
 
@@ -28,14 +27,20 @@ impl Default for CountTable {
 impl CountTable {
     /// An empty table with room for `n` features.
     pub fn with_capacity(n: usize) -> CountTable {
-        // At most 5 in 8 slots used: a miss probes about three slots, mostly in one cache line.
-        let size = (n.saturating_mul(8) / 5).max(16).next_power_of_two();
-        CountTable { slots: vec![(0, Counts::default()); size], mask: size - 1, len: 0 }
+        // Two in three slots used: a miss probes about five slots, mostly in one cache line,
+        // and the table is a little larger than a HashMap's (which fills seven in eight).
+        let size = (n.saturating_mul(3) / 2).max(16);
+        CountTable { slots: vec![(0, Counts::default()); size], len: 0 }
     }
 
     fn home(&self, hash: u64) -> usize {
-        // Feature keys are already xxh3 hashes: their low bits are as good as any.
-        (hash as usize) & self.mask
+        // The hash's place in [0, size) by multiplication: any size, not only powers of two
+        // (which would double the memory at the wrong count). Keys are xxh3 hashes, spread evenly.
+        ((u128::from(hash) * self.slots.len() as u128) >> 64) as usize
+    }
+
+    fn next(&self, i: usize) -> usize {
+        if i + 1 == self.slots.len() { 0 } else { i + 1 }
     }
 
     /// Sets the counts of `hash`, growing the table when it gets full.
@@ -43,7 +48,7 @@ impl CountTable {
         if hash == 0 && counts == Counts::default() {
             return; // reads as unseen already
         }
-        if (self.len + 1) * 8 > self.slots.len() * 5 {
+        if (self.len + 1) * 3 > self.slots.len() * 2 {
             let mut bigger = CountTable::with_capacity((self.len + 1) * 2);
             for &(h, c) in &self.slots {
                 if h != 0 || c != Counts::default() {
@@ -64,7 +69,7 @@ impl CountTable {
                 self.slots[i].1 = counts;
                 return;
             }
-            i = (i + 1) & self.mask;
+            i = self.next(i);
         }
     }
 
@@ -79,7 +84,7 @@ impl CountTable {
             if h == 0 && c == Counts::default() {
                 return Counts::default();
             }
-            i = (i + 1) & self.mask;
+            i = self.next(i);
         }
     }
 
