@@ -459,10 +459,14 @@ impl Tokenizer<'_> {
 
 /// Characters that belong to a word (the rest separate words).
 fn is_word_char(c: char) -> bool {
-    c.is_alphanumeric() || matches!(c, '$' | '\'' | '-' | '.' | '_' | '!' | '@' | '%' | '/' | ':' | '&' | ',')
+    match u8::try_from(c) {
+        Ok(b) if b.is_ascii() => is_word_byte(b),
+        _ => c.is_alphanumeric(),
+    }
 }
 
-/// [`is_word_char`] for ASCII bytes.
+/// ASCII bytes that belong to a word (letters, digits and the punctuation that joins words,
+/// as in prices, addresses and URLs).
 fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(b, b'$' | b'\'' | b'-' | b'.' | b'_' | b'!' | b'@' | b'%' | b'/' | b':' | b'&' | b',')

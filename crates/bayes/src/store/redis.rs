@@ -139,7 +139,7 @@ redis.call('INCR', ver)
 return outcome
 ";
 
-/// Spam counts, ham counts, totals.
+/// Spam counts, ham counts, totals, the weights' version.
 type Looked = (Vec<Option<u32>>, Vec<Option<u32>>, (Option<u64>, Option<u64>), Option<u64>);
 
 /// A Redis token store.
@@ -219,9 +219,7 @@ impl Redis {
     fn totals_of(v: (Option<u64>, Option<u64>)) -> Totals {
         Totals { spam: v.0.unwrap_or(0), ham: v.1.unwrap_or(0) }
     }
-}
 
-impl Redis {
     /// The counts of `hashes`, the totals and the weights' version, in one round trip (one
     /// MULTI): the version tells `margin_at` whether its copy of the weights matches the counts.
     fn lookup_versioned(&self, hashes: &[u64], out: &mut Vec<Counts>) -> Result<(Totals, u64), Error> {
