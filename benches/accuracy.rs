@@ -6,6 +6,7 @@
 //!     benches/fetch-corpus.sh
 //!     cargo bench --bench accuracy                      # in-memory store
 //!     cargo bench --bench accuracy -- --store lmdb      # the LMDB store in a temporary directory
+//!     cargo bench --bench accuracy -- --store redis     # Redis at STRAINER_REDIS (slow: minutes)
 //!
 //! Knobs for measuring variants (environment): BAYES_METHOD=fisher|nb, BAYES_S, BAYES_MINDEV,
 //! BAYES_MAXF, BAYES_CAP, BAYES_BIGRAMS=0, BAYES_HEADERS=0, BAYES_MARKUP=0, BAYES_MINLEN, BAYES_MAXLEN,
@@ -21,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use sha2::{Digest as _, Sha256};
-use strainer_bayes::store::{Memory, lmdb::Lmdb, lmdb::Snapshotted};
+use strainer_bayes::store::{Memory, lmdb::Lmdb, lmdb::Snapshotted, redis::Redis};
 use strainer_bayes::{Method, Options, Params, Store, Tokens, Vector, tokenize};
 
 struct Msg {
@@ -121,6 +122,13 @@ fn new_store(kind: &str, dir: &Path) -> Box<dyn Store> {
             let p = dir.join(format!("s{}", rand_suffix()));
             // Read as serve reads it: through the in-memory copy of the features.
             Box::new(Snapshotted::new(Lmdb::open(&p, 1 << 30).unwrap()))
+        }
+        "redis" => {
+            // A scratch prefix per split on the server STRAINER_REDIS names (default: the test
+            // script's port), so runs never see each other's model.
+            let url = std::env::var("STRAINER_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6390/".into());
+            let prefix = format!("acc{}:", rand_suffix());
+            Box::new(Redis::open(&url, &prefix, std::time::Duration::from_secs(30)).unwrap())
         }
         _ => Box::new(Memory::new()),
     }

@@ -208,11 +208,17 @@ impl Redis {
 
     /// The weights of `buckets`, in order, in one HMGET (0 where none is held).
     fn read_weights(&self, buckets: impl Iterator<Item = u32>) -> Result<Vec<f64>, Error> {
-        let fields: Vec<Vec<u8>> = buckets.map(|b| b.to_be_bytes().to_vec()).collect();
-        if fields.is_empty() {
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.key("w"));
+        let mut n = 0;
+        for b in buckets {
+            cmd.arg(&b.to_be_bytes()[..]);
+            n += 1;
+        }
+        if n == 0 {
             return Ok(Vec::new());
         }
-        let got: Vec<Option<f64>> = self.with(|c| redis::cmd("HMGET").arg(self.key("w")).arg(&fields).query(c))?;
+        let got: Vec<Option<f64>> = self.with(|c| cmd.query(c))?;
         Ok(got.into_iter().map(|w| w.unwrap_or(0.0)).collect())
     }
 
@@ -224,18 +230,22 @@ impl Redis {
     /// MULTI): the version tells `margin_at` whether its copy of the weights matches the counts.
     fn lookup_versioned(&self, hashes: &[u64], out: &mut Vec<Counts>) -> Result<(Totals, u64), Error> {
         out.clear();
-        let fields: Vec<Vec<u8>> = hashes.iter().map(|h| h.to_be_bytes().to_vec()).collect();
         let (s, h, tot, version): Looked = self.with(|c| {
             let mut p = redis::pipe();
             p.atomic();
-            if fields.is_empty() {
+            if hashes.is_empty() {
                 p.hget(self.key("totals"), &["spam", "ham"]);
                 p.get(self.key("wver"));
                 let (tot, version): ((Option<u64>, Option<u64>), Option<u64>) = p.query(c)?;
                 return Ok((Vec::new(), Vec::new(), tot, version));
             }
-            p.cmd("HMGET").arg(self.key("s")).arg(&fields);
-            p.cmd("HMGET").arg(self.key("h")).arg(&fields);
+            // Each field straight into the command's buffer, not a vector of its own first.
+            for key in ["s", "h"] {
+                p.cmd("HMGET").arg(self.key(key));
+                for h in hashes {
+                    p.arg(&h.to_be_bytes()[..]);
+                }
+            }
             p.hget(self.key("totals"), &["spam", "ham"]);
             p.get(self.key("wver"));
             p.query(c)
