@@ -213,7 +213,7 @@ fn main() {
         msgs.iter().map(|m| tokenize(&strainer_mime::analyze(&m.raw, &limits), &opts, false)).collect();
     let tok_secs = t0.elapsed().as_secs_f64();
     if std::env::var_os("BAYES_STAGES").is_some() {
-        stages(&msgs, &limits, &opts);
+        stages(&msgs, &toks, &limits, &opts);
     }
     if let Ok(path) = std::env::var("BAYES_EXPORT") {
         // Exploration aid: one line per message, "folder name spam hash hash ...".
@@ -345,9 +345,8 @@ fn main() {
 /// Exploration aid: microseconds per message for each stage of classifying before the store
 /// (MIME, tokenize, the linear vector), best of five rounds over the whole corpus (the VM's
 /// speed wanders).
-fn stages(msgs: &[Msg], limits: &strainer_mime::Limits, opts: &Options) {
+fn stages(msgs: &[Msg], toks: &[Tokens], limits: &strainer_mime::Limits, opts: &Options) {
     let views: Vec<_> = msgs.iter().map(|m| strainer_mime::analyze(&m.raw, limits)).collect();
-    let toks: Vec<Tokens> = views.iter().map(|v| tokenize(v, opts, false)).collect();
     let best = |f: &dyn Fn(usize)| {
         (0..5)
             .map(|_| {

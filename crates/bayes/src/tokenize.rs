@@ -309,10 +309,10 @@ impl Tokenizer<'_> {
                     i += 1;
                 }
                 let (mut a, mut b) = (start, i);
-                while a < b && !(bytes[a].is_ascii_alphanumeric() || bytes[a] == b'$') {
+                while a < b && !starts_word(char::from(bytes[a])) {
                     a += 1;
                 }
-                while a < b && !(bytes[b - 1].is_ascii_alphanumeric() || matches!(bytes[b - 1], b'!' | b'%')) {
+                while a < b && !ends_word(char::from(bytes[b - 1])) {
                     b -= 1;
                 }
                 self.word(prefix, &text[a..b], &mut prev);
@@ -321,8 +321,8 @@ impl Tokenizer<'_> {
             return;
         }
         for raw in text.split(|c: char| !is_word_char(c)) {
-            let w = raw.trim_start_matches(|c: char| !(c.is_alphanumeric() || c == '$'));
-            let w = w.trim_end_matches(|c: char| !(c.is_alphanumeric() || c == '!' || c == '%'));
+            let w = raw.trim_start_matches(|c: char| !starts_word(c));
+            let w = w.trim_end_matches(|c: char| !ends_word(c));
             self.word(prefix, w, &mut prev);
         }
     }
@@ -463,6 +463,16 @@ fn is_word_char(c: char) -> bool {
         Ok(b) if b.is_ascii() => is_word_byte(b),
         _ => c.is_alphanumeric(),
     }
+}
+
+/// Characters a word may start with (others at its start are trimmed off).
+fn starts_word(c: char) -> bool {
+    c.is_alphanumeric() || c == '$'
+}
+
+/// Characters a word may end with (others at its end are trimmed off).
+fn ends_word(c: char) -> bool {
+    c.is_alphanumeric() || c == '!' || c == '%'
 }
 
 /// ASCII bytes that belong to a word (letters, digits and the punctuation that joins words,

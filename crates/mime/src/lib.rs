@@ -133,9 +133,9 @@ pub fn decode_header_value(raw: &[u8]) -> String {
 /// `bytes` as text, invalid UTF-8 replaced: `from_utf8_lossy`, but valid text (nearly all
 /// header text) goes through the faster validation of `from_utf8` (the lossy walk over every
 /// header line was 6% of taking a message apart).
-fn lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+fn lossy(bytes: &[u8]) -> Cow<'_, str> {
     match std::str::from_utf8(bytes) {
-        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Ok(s) => Cow::Borrowed(s),
         Err(_) => String::from_utf8_lossy(bytes),
     }
 }

@@ -39,33 +39,35 @@ impl CountTable {
         ((u128::from(hash) * self.slots.len() as u128) >> 64) as usize
     }
 
+    /// Whether a slot holds nothing (hash 0 with zero counts).
+    fn vacant(slot: (u64, Counts)) -> bool {
+        slot == (0, Counts::default())
+    }
+
     fn next(&self, i: usize) -> usize {
         if i + 1 == self.slots.len() { 0 } else { i + 1 }
     }
 
     /// Sets the counts of `hash`, growing the table when it gets full.
     pub fn insert(&mut self, hash: u64, counts: Counts) {
-        if hash == 0 && counts == Counts::default() {
+        if Self::vacant((hash, counts)) {
             return; // reads as unseen already
         }
         if (self.len + 1) * 3 > self.slots.len() * 2 {
             let mut bigger = CountTable::with_capacity((self.len + 1) * 2);
             for &(h, c) in &self.slots {
-                if h != 0 || c != Counts::default() {
-                    bigger.insert(h, c);
-                }
+                bigger.insert(h, c); // vacant slots are skipped by insert itself
             }
             *self = bigger;
         }
         let mut i = self.home(hash);
         loop {
-            let (h, c) = self.slots[i];
-            if h == 0 && c == Counts::default() {
+            if Self::vacant(self.slots[i]) {
                 self.slots[i] = (hash, counts);
                 self.len += 1;
                 return;
             }
-            if h == hash {
+            if self.slots[i].0 == hash {
                 self.slots[i].1 = counts;
                 return;
             }
@@ -78,11 +80,8 @@ impl CountTable {
         let mut i = self.home(hash);
         loop {
             let (h, c) = self.slots[i];
-            if h == hash {
+            if h == hash || Self::vacant((h, c)) {
                 return c;
-            }
-            if h == 0 && c == Counts::default() {
-                return Counts::default();
             }
             i = self.next(i);
         }
