@@ -15,7 +15,8 @@
 //! passes over each training batch after the first), BAYES_SHUFFLE=seed (another training
 //! order), BAYES_EXPORT=file (each message's features, one line each, for exploring elsewhere),
 //! BAYES_DUMP=1 (the worst-ranked messages and their strongest features), BAYES_STAGES=1 (time
-//! MIME, tokenizing and the linear vector apart, best of five rounds).
+//! MIME, tokenizing and the linear vector apart, best of five rounds), BAYES_SCORES=dir (each
+//! split's test scores, one line per message: score, spam, folder, file).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -288,6 +289,13 @@ fn main() {
         let classify_ms = t.elapsed().as_secs_f64() * 1000.0 / test.len() as f64;
         let classify_cpu = (cpu_secs() - cpu) * 1000.0 / test.len() as f64;
         let m = metrics(&scores, threshold);
+        if let Ok(dir) = std::env::var("BAYES_SCORES") {
+            use std::io::Write as _;
+            let mut f = std::fs::File::create(format!("{dir}/{}.txt", name.replace(' ', "_"))).unwrap();
+            for (k, &(sc, sp)) in scores.iter().enumerate() {
+                writeln!(f, "{sc} {} {} {}", u8::from(sp), msgs[names[k]].folder, msgs[names[k]].name).unwrap();
+            }
+        }
         println!(
             "| {name} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} | {:.3} |",
             m.fp, m.fn_, m.fn_at0, m.fn_at01, m.one_minus_auc, train_ms, classify_ms
