@@ -11,6 +11,7 @@
 //! feature remembers the day it was last learnt, and [`Store::expire`] drops the rarest, oldest
 //! features when the store holds more than its cap.
 
+mod batch;
 pub mod lmdb;
 pub mod redis;
 mod table;

@@ -7,7 +7,7 @@
 //! summed in memory first and written in key order, which is what makes training fast
 //! (the `batch` module).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -15,7 +15,7 @@ use heed::byteorder::NativeEndian;
 use heed::types::{Bytes, U64};
 use heed::{Database, Env, EnvOpenOptions, IntegerComparator, RoTxn};
 
-use super::{Error, Expired, Expiry, Item, Learned, Record, Stats, Store, expiry_victims, plan, today};
+use super::{Error, Expired, Expiry, Item, Learned, Record, Stats, Store, expiry_victims, today};
 use crate::linear::{self, Vector};
 use crate::model::{Counts, Params, Totals};
 use crate::store::Class;
@@ -182,72 +182,13 @@ impl Store for Lmdb {
         let mut totals = self.totals(&wtxn)?;
         // The records this batch touches, read once in key order (lookups in message order cost
         // three times as much).
-        let mut keys: Vec<u64> = items.iter().flat_map(|i| i.hashes.iter().copied()).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let mut batch = self.read_sorted(&wtxn, keys, day)?;
-        let slots: Vec<Vec<u32>> = items.iter().map(|i| batch.slots(&i.hashes)).collect();
-        let mut counts = Vec::new();
+        let mut batch = self.read_sorted(&wtxn, super::batch::keys_of(items), day)?;
         let mut weights = linear::decode(self.meta.get(&wtxn, LINEAR).map_err(|e| self.err(e))?);
-        let mut weights_changed = false;
-        // Digest -> class and linear step, as this batch leaves them.
-        let mut seen_now: HashMap<[u8; 16], Option<(Class, Option<f32>)>> = HashMap::new();
-        let mut out = Vec::with_capacity(items.len());
-        for (item, at) in items.iter().zip(&slots) {
-            let seen = match seen_now.get(&item.digest.0) {
-                Some(s) => *s,
-                None => self.seen.get(&wtxn, &item.digest.0).map_err(|e| self.err(e))?.and_then(decode_seen),
-            };
-            let (remove, add, outcome) = plan(item, seen.map(|s| s.0), forget);
-            if let Some(c) = remove {
-                batch.add(at, c, -1);
-                super::bump(&mut totals, c, -1);
-            }
-            // Counted before the linear layer existed: training again teaches it to the layer.
-            let legacy = outcome == Learned::Already && seen.is_some_and(|s| s.1.is_none());
-            let prior = if add.is_some() || legacy {
-                batch.counts(at, &mut counts);
-                super::prior_of(&mut counts, totals, legacy.then_some(item.class), params)
-            } else {
-                0.0
-            };
-            if let Some(c) = add {
-                batch.add(at, c, 1);
-                super::bump(&mut totals, c, 1);
-            }
-            if remove.is_some() || add.is_some() {
-                let alpha = linear::apply(&mut weights, &item.vector, seen.and_then(|s| s.1), add, prior);
-                weights_changed = true;
-                seen_now.insert(item.digest.0, add.map(|c| (c, Some(alpha))));
-            } else if legacy {
-                let alpha = linear::apply(&mut weights, &item.vector, None, Some(item.class), prior);
-                weights_changed = true;
-                seen_now.insert(item.digest.0, Some((item.class, Some(alpha))));
-            }
-            out.push(outcome);
-        }
-        // The passes after the first: each message the batch learnt, as it left it.
-        let mut learnt = Vec::new();
-        let mut once = HashSet::new();
-        for (item, at) in items.iter().zip(&slots) {
-            if matches!(seen_now.get(&item.digest.0), Some(Some((c, Some(_)))) if *c == item.class)
-                && once.insert(item.digest.0)
-            {
-                learnt.push((item, at));
-            }
-        }
-        for _ in 0..params.revisits {
-            for (item, at) in &learnt {
-                batch.counts(at, &mut counts);
-                let prior = super::prior_of(&mut counts, totals, Some(item.class), params);
-                let more = linear::apply(&mut weights, &item.vector, None, Some(item.class), prior);
-                if let Some(Some((_, Some(alpha)))) = seen_now.get_mut(&item.digest.0) {
-                    *alpha += more;
-                }
-            }
-        }
+        let learnt = super::batch::learn(items, forget, params, &mut batch, &mut totals, &mut weights, |d| {
+            Ok(self.seen.get(&wtxn, d).map_err(|e| self.err(e))?.and_then(decode_seen))
+        })?;
         self.write_sorted(&mut wtxn, batch)?;
-        for (digest, class) in seen_now {
+        for (digest, class) in learnt.seen {
             match class {
                 Some((c, alpha)) => {
                     let mut v = [0u8; 9];
@@ -261,12 +202,12 @@ impl Store for Lmdb {
                 }
             }
         }
-        if weights_changed {
+        if learnt.weights_changed {
             self.meta.put(&mut wtxn, LINEAR, &linear::encode(&weights)).map_err(|e| self.err(e))?;
         }
         self.meta.put(&mut wtxn, TOTALS, &encode_totals(totals)).map_err(|e| self.err(e))?;
         wtxn.commit().map_err(|e| self.err(e))?;
-        Ok(out)
+        Ok(learnt.outcomes)
     }
 
     fn stats(&self) -> Result<Stats, Error> {

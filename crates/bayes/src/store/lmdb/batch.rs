@@ -7,86 +7,18 @@ use heed::RoTxn;
 
 use super::Lmdb;
 use crate::model::Counts;
-use crate::store::{Class, Error, Record, apply};
-
-/// A feature a batch touches: its record before the batch (whether there was one) and the
-/// batch's net change.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Touched {
-    before: Record,
-    stored: bool,
-    spam: i64,
-    ham: i64,
-}
+use crate::store::batch::{Batch, Touched};
+use crate::store::{Error, Record};
 
 /// A batch touching at least 1/WALK of the table's features reads and writes them in one walk
 /// through it (about 25 ns an entry) rather than a search from the root each (about 1 us).
 const WALK: u64 = 16;
 
-impl Touched {
-    /// The record as the batch has left it so far (learnt on `day`).
-    pub(super) fn after(&self, day: u32) -> Record {
-        let mut rec = self.before;
-        for (class, d) in [(Class::Spam, self.spam), (Class::Ham, self.ham)] {
-            if d != 0 {
-                apply(&mut rec, class, d, day);
-            }
-        }
-        rec
-    }
-}
-
-/// The features of a batch in key order: each one's record and changes, its counts as the
-/// batch has left them so far, and where each key is.
-pub(super) struct Batch {
-    keys: Vec<u64>,
-    touched: Vec<Touched>,
-    counts: Vec<Counts>,
-    slot: crate::store::KeyMap<u32>,
-    day: u32,
-}
-
-impl Batch {
-    fn new(keys: Vec<u64>, touched: Vec<Touched>, day: u32) -> Batch {
-        let counts = touched.iter().map(|t| t.after(day).counts).collect();
-        let mut slot = crate::store::KeyMap::with_capacity_and_hasher(keys.len(), Default::default());
-        slot.extend(keys.iter().enumerate().map(|(i, k)| (*k, i as u32)));
-        Batch { keys, touched, counts, slot, day }
-    }
-
-    /// Where each of `hashes` is (each must be one of the batch's keys), for [`Batch::add`] and
-    /// [`Batch::counts`]: looked up once per message, not once per use.
-    pub(super) fn slots(&self, hashes: &[u64]) -> Vec<u32> {
-        hashes.iter().filter_map(|h| self.slot.get(h).copied()).collect()
-    }
-
-    /// Counts a message of `class` once more (`sign` 1) or once less (-1).
-    pub(super) fn add(&mut self, slots: &[u32], class: Class, sign: i64) {
-        for &i in slots {
-            let (Some(t), Some(c)) = (self.touched.get_mut(i as usize), self.counts.get_mut(i as usize)) else {
-                continue;
-            };
-            match class {
-                Class::Spam => t.spam += sign,
-                Class::Ham => t.ham += sign,
-            }
-            *c = t.after(self.day).counts;
-        }
-    }
-
-    /// The counts at `slots` as the batch has left them so far, into `out`.
-    pub(super) fn counts(&self, slots: &[u32], out: &mut Vec<Counts>) {
-        out.clear();
-        out.extend(slots.iter().map(|&i| self.counts.get(i as usize).copied().unwrap_or_default()));
-    }
-}
-
 impl Lmdb {
     /// The records of `keys` (sorted, distinct) as a batch learnt on `day`, with no changes yet.
     pub(super) fn read_sorted(&self, txn: &RoTxn, keys: Vec<u64>, day: u32) -> Result<Batch, Error> {
         let mut touched = Vec::with_capacity(keys.len());
-        let found =
-            |v: &[u8]| Touched { before: Record::decode(v).unwrap_or_default(), stored: true, ..Touched::default() };
+        let found = |v: &[u8]| Touched::stored(Record::decode(v).unwrap_or_default());
         if let (Some(&lo), Some(&hi)) = (keys.first(), keys.last()) {
             if keys.len() as u64 * WALK >= self.tokens.len(txn).map_err(|e| self.err(e))? {
                 // The walk and the keys are both in key order: each key is passed once.
@@ -115,7 +47,7 @@ impl Lmdb {
     pub(super) fn write_sorted(&self, wtxn: &mut heed::RwTxn, batch: Batch) -> Result<(), Error> {
         let day = batch.day;
         let changed: Vec<(u64, Touched)> =
-            batch.keys.into_iter().zip(batch.touched).filter(|(_, t)| (t.spam, t.ham) != (0, 0)).collect();
+            batch.keys.into_iter().zip(batch.touched).filter(|(_, t)| t.changed()).collect();
         let (Some(&(lo, _)), Some(&(hi, _))) = (changed.first(), changed.last()) else { return Ok(()) };
         let mut fresh: Vec<&(u64, Touched)> = Vec::new();
         if changed.len() as u64 * WALK >= self.tokens.len(wtxn).map_err(|e| self.err(e))? {
