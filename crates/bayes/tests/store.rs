@@ -305,6 +305,38 @@ fn redis_a_message_learnt_before_the_linear_layer_teaches_it_when_trained_again(
     assert_eq!(counts(&s, &[21]).1, Totals::default());
 }
 
+/// Two trainers (two hosts) learning at once into one Redis store: every message counted once,
+/// none lost when one trainer's batch is written over the other's (the loser learns it again).
+#[test]
+#[ignore = "needs a Redis server: STRAINER_REDIS=redis://127.0.0.1:6390/"]
+fn redis_two_trainers_at_once_lose_nothing() {
+    let prefix = "strainer-test-two";
+    let stores = [redis_store(prefix), redis_store(prefix)];
+    let memory = Memory::new();
+    // Message n: 40 features, half shared with message n + 1, so both trainers touch the same.
+    let message = |n: u8| {
+        let hashes: Vec<u64> = (u64::from(n) * 20..u64::from(n) * 20 + 40).collect();
+        let class = if n.is_multiple_of(3) { Class::Ham } else { Class::Spam };
+        Item { vector: spread(&hashes, b""), ..item(n, class, &hashes) }
+    };
+    let all: Vec<Item> = (0..120).map(message).collect();
+    std::thread::scope(|scope| {
+        for (t, store) in stores.iter().enumerate() {
+            let mine: Vec<Item> = all.iter().skip(t).step_by(2).cloned().collect();
+            scope.spawn(move || {
+                for batch in mine.chunks(3) {
+                    store.learn(batch, false).unwrap();
+                }
+            });
+        }
+    });
+    memory.learn(&all, false).unwrap();
+    let hashes: Vec<u64> = (0..2500).collect();
+    assert_eq!(counts(&stores[0], &hashes), counts(&memory, &hashes));
+    assert_eq!(stores[1].stats().unwrap().seen, 120);
+    assert_eq!(stores[1].learn(&all[..5], false).unwrap(), vec![Learned::Already; 5]);
+}
+
 #[test]
 fn redis_down_is_an_error() {
     let e = Redis::open("redis://127.0.0.1:1/", "x", Duration::from_millis(500)).err().unwrap();
