@@ -16,7 +16,7 @@ pub mod lmdb;
 pub mod redis;
 mod table;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -407,67 +407,31 @@ impl Store for Memory {
         if m.weights.is_empty() {
             m.weights = vec![0.0; linear::DIM];
         }
-        let mut out = Vec::with_capacity(items.len());
-        let mut counts = Vec::new();
-        let mut stepped = Vec::new();
-        for item in items {
-            let prev = m.seen.get(&item.digest).copied();
-            let (remove, add, outcome) = plan(item, prev.map(|s| s.0), forget);
-            let count = |m: &mut MemoryInner, class: Class, sign: i64| {
-                bump(&mut m.totals, class, sign);
-                for h in &item.hashes {
-                    let rec = m.tokens.entry(*h).or_default();
-                    apply(rec, class, sign, day);
-                    if rec.counts == Counts::default() {
-                        m.tokens.remove(h);
-                    }
-                }
-            };
-            if let Some(class) = remove {
-                count(m, class, -1);
-            }
-            let alpha = if remove.is_some() || add.is_some() {
-                let prior = if add.is_some() {
-                    let totals = m.counts(&item.hashes, &mut counts);
-                    prior_of(&mut counts, totals, None, params)
-                } else {
-                    0.0
-                };
-                linear::apply(&mut m.weights, &item.vector, prev.map(|s| s.2), add, prior)
+        let keys = batch::keys_of(items);
+        let touched: Vec<batch::Touched> = keys
+            .iter()
+            .map(|k| m.tokens.get(k).map_or_else(batch::Touched::default, |r| batch::Touched::stored(*r)))
+            .collect();
+        let mut b = batch::Batch::new(keys, touched, day);
+        let seen = &m.seen;
+        let learnt = batch::learn(items, forget, params, &mut b, &mut m.totals, &mut m.weights, |d| {
+            Ok(seen.get(&Digest(*d)).map(|s| (s.0, Some(s.2))))
+        })?;
+        for (k, t) in b.keys.iter().zip(&b.touched).filter(|(_, t)| t.changed()) {
+            let rec = t.after(day);
+            if rec.counts == Counts::default() {
+                m.tokens.remove(k);
             } else {
-                0.0
+                m.tokens.insert(*k, rec);
+            }
+        }
+        for (d, now) in learnt.seen {
+            match now {
+                Some((c, alpha)) => m.seen.insert(Digest(d), (c, day, alpha.unwrap_or(0.0))),
+                None => m.seen.remove(&Digest(d)),
             };
-            if let Some(class) = add {
-                count(m, class, 1);
-            }
-            match (remove, add) {
-                (_, Some(c)) => {
-                    m.seen.insert(item.digest, (c, day, alpha));
-                }
-                (Some(_), None) => {
-                    m.seen.remove(&item.digest);
-                }
-                (None, None) => {}
-            }
-            if add.is_some() {
-                stepped.push(item);
-            }
-            out.push(outcome);
         }
-        // The passes after the first: each message the batch learnt, as it left it.
-        let mut once = HashSet::new();
-        stepped.retain(|i| m.seen.get(&i.digest).is_some_and(|s| s.0 == i.class) && once.insert(i.digest));
-        for _ in 0..params.revisits {
-            for item in &stepped {
-                let totals = m.counts(&item.hashes, &mut counts);
-                let prior = prior_of(&mut counts, totals, Some(item.class), params);
-                let more = linear::apply(&mut m.weights, &item.vector, None, Some(item.class), prior);
-                if let Some(s) = m.seen.get_mut(&item.digest) {
-                    s.2 += more;
-                }
-            }
-        }
-        Ok(out)
+        Ok(learnt.outcomes)
     }
 
     fn stats(&self) -> Result<Stats, Error> {
