@@ -299,36 +299,12 @@ impl Tokenizer<'_> {
     /// Words of a text, lower-cased, with their bigrams.
     fn words(&mut self, prefix: &str, text: &str) {
         let mut prev: Option<u64> = None;
-        if text.is_ascii() {
-            // Most text is ASCII: the same words found byte by byte, without decoding characters.
-            let bytes = text.as_bytes();
-            let mut i = 0;
-            while i < bytes.len() {
-                let start = i;
-                while i < bytes.len() && is_word_byte(bytes[i]) {
-                    i += 1;
-                }
-                let (mut a, mut b) = (start, i);
-                while a < b && !starts_word(char::from(bytes[a])) {
-                    a += 1;
-                }
-                while a < b && !ends_word(char::from(bytes[b - 1])) {
-                    b -= 1;
-                }
-                self.word(prefix, &text[a..b], &mut prev);
-                i += 1;
-            }
-            return;
-        }
-        for raw in text.split(|c: char| !is_word_char(c)) {
-            let w = raw.trim_start_matches(|c: char| !starts_word(c));
-            let w = w.trim_end_matches(|c: char| !ends_word(c));
-            self.word(prefix, w, &mut prev);
-        }
+        split_words(text, |w, ascii| self.word(prefix, w, ascii, &mut prev));
     }
 
     /// One word (already split and trimmed) and its pair with the word before (`prev`).
-    fn word(&mut self, prefix: &str, w: &str, prev: &mut Option<u64>) {
+    /// `ascii`: whether `w` is all ASCII.
+    fn word(&mut self, prefix: &str, w: &str, ascii: bool, prev: &mut Option<u64>) {
         if w.len() < self.opts.min_len {
             return;
         }
@@ -344,6 +320,8 @@ impl Tokenizer<'_> {
         } else if w.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b',') && w.len() > 5 {
             self.buf.push_str("N:");
             self.buf.push_str(&w.len().to_string());
+        } else if ascii {
+            self.buf.extend(w.bytes().map(|b| char::from(b.to_ascii_lowercase())));
         } else {
             push_lower(&mut self.buf, w);
         }
@@ -457,11 +435,45 @@ impl Tokenizer<'_> {
     }
 }
 
-/// Characters that belong to a word (the rest separate words).
-fn is_word_char(c: char) -> bool {
-    match u8::try_from(c) {
-        Ok(b) if b.is_ascii() => is_word_byte(b),
-        _ => c.is_alphanumeric(),
+/// Calls `f` with each word of `text` and whether it is all ASCII: runs of word characters
+/// (ASCII by [`is_word_byte`], any other alphanumeric character), trimmed at each end of what
+/// may not start or end a word (empty words included). Found byte by byte, a character decoded
+/// only where a byte is not ASCII: splitting on decoded characters cost twice as much, and one
+/// accent anywhere sent a whole text that way.
+fn split_words(text: &str, mut f: impl FnMut(&str, bool)) {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let start = i;
+        let mut ascii = true;
+        while let Some(&b) = bytes.get(i) {
+            if b.is_ascii() {
+                if !is_word_byte(b) {
+                    break;
+                }
+                i += 1;
+            } else {
+                match text.get(i..).and_then(|t| t.chars().next()) {
+                    Some(c) if c.is_alphanumeric() => i += c.len_utf8(),
+                    _ => break,
+                }
+                ascii = false;
+            }
+        }
+        // Only ASCII is trimmed: every other character in the run is alphanumeric, which may
+        // start and end a word.
+        let (mut a, mut b) = (start, i);
+        while a < b && bytes[a].is_ascii() && !starts_word(char::from(bytes[a])) {
+            a += 1;
+        }
+        while a < b && bytes[b - 1].is_ascii() && !ends_word(char::from(bytes[b - 1])) {
+            b -= 1;
+        }
+        if let Some(w) = text.get(a..b) {
+            f(w, ascii);
+        }
+        // Past the character that ended the run.
+        i += bytes.get(i).map_or(1, |&b| utf8_len(b));
     }
 }
 
@@ -480,6 +492,16 @@ fn ends_word(c: char) -> bool {
 fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(b, b'$' | b'\'' | b'-' | b'.' | b'_' | b'!' | b'@' | b'%' | b'/' | b':' | b'&' | b',')
+}
+
+/// Bytes of the UTF-8 character that starts with byte `b`.
+fn utf8_len(b: u8) -> usize {
+    match b {
+        0..0xC0 => 1,
+        0xC0..0xE0 => 2,
+        0xE0..0xF0 => 3,
+        _ => 4,
+    }
 }
 
 /// Appends `w` lower-cased.
@@ -554,6 +576,46 @@ mod tests {
         let mut short = vec![3, 1, 2];
         sort_hashes(&mut short);
         assert_eq!(short, [1, 2, 3]);
+    }
+
+    /// The words as defined, the slow way: split on every character that is not a word
+    /// character, then trimmed (as the tokenizer did before splitting byte by byte).
+    fn reference_words(text: &str) -> Vec<(String, bool)> {
+        let is_word_char = |c: char| if c.is_ascii() { is_word_byte(c as u8) } else { c.is_alphanumeric() };
+        text.split(|c: char| !is_word_char(c))
+            .map(|raw| raw.trim_start_matches(|c: char| !starts_word(c)).trim_end_matches(|c: char| !ends_word(c)))
+            .filter(|w| !w.is_empty())
+            .map(|w| (w.to_string(), w.is_ascii()))
+            .collect()
+    }
+
+    fn split(text: &str) -> Vec<(String, bool)> {
+        let mut out = Vec::new();
+        split_words(text, |w, ascii| {
+            if !w.is_empty() {
+                out.push((w.to_string(), ascii));
+            }
+        });
+        out
+    }
+
+    #[test]
+    fn splits_words_as_the_reference() {
+        for text in [
+            "",
+            "caf\u{e9} cr\u{e8}me br\u{fb}l\u{e9}e!",
+            "--'hello'-- w\u{f6}rld\u{2019}s $5.00!!",
+            "\u{4e2d}\u{6587}\u{3002}ab\u{a0}cd",
+        ] {
+            assert_eq!(split(text), reference_words(text), "{text:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_splits_as_the_reference(text in "(\\PC|[ a-z$'.,!%-]){0,60}") {
+            proptest::prop_assert_eq!(split(&text), reference_words(&text));
+        }
     }
 
     #[test]
