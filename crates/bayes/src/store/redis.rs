@@ -213,7 +213,7 @@ impl Redis {
             .collect();
         let mut batch = Batch::new(keys.to_vec(), touched, day);
         let seen: std::collections::HashMap<[u8; 16], Seen> =
-            digests.iter().zip(seen).filter_map(|(d, v)| Some((*d, decode_seen(&v?)?))).collect();
+            digests.iter().zip(seen).filter_map(|(d, v)| Some((*d, decode_seen(&v?)?.0))).collect();
         let before: Vec<f32> = weights.iter().map(|w| w.unwrap_or(0.0) as f32).collect();
         let mut dense = vec![0f32; linear::DIM];
         for (&b, &w) in buckets.iter().zip(&before) {
@@ -237,8 +237,7 @@ impl Redis {
             match now {
                 // "s20412|0.83": class, day, linear step (the layout stores already hold).
                 Some((class, alpha)) => {
-                    let c = if class == Class::Spam { 's' } else { 'h' };
-                    set.push((digest, format!("{c}{day}|{}", alpha.unwrap_or(0.0))));
+                    set.push((digest, format!("{}{day}|{}", char::from(class.byte()), alpha.unwrap_or(0.0))));
                 }
                 None => del.push(digest),
             }
@@ -334,14 +333,16 @@ fn hdel<F: AsRef<[u8]>>(p: &mut redis::Pipeline, key: &str, fields: Vec<F>) {
     }
 }
 
-/// A `:seen` value: "s20412" (learnt before the linear layer) or "s20412|0.83".
-fn decode_seen(v: &[u8]) -> Option<Seen> {
+/// A `:seen` value, "s20412" (learnt before the linear layer) or "s20412|0.83": what is
+/// remembered of the message, and the day it was learnt.
+fn decode_seen(v: &[u8]) -> Option<(Seen, u32)> {
     let class = Class::from_byte(*v.first()?)?;
-    let step = v
-        .iter()
-        .position(|&b| b == b'|')
-        .map(|i| std::str::from_utf8(&v[i + 1..]).ok().and_then(|s| s.parse::<f32>().ok()).unwrap_or(0.0));
-    Some((class, step))
+    let text = std::str::from_utf8(v.get(1..)?).ok()?;
+    let (day, step) = match text.split_once('|') {
+        Some((day, step)) => (day, Some(step.parse::<f32>().unwrap_or(0.0))),
+        None => (text, None),
+    };
+    Some(((class, step), day.parse().unwrap_or(0)))
 }
 
 impl Store for Redis {
@@ -465,12 +466,7 @@ impl Store for Redis {
                 let mut ranked = Vec::new();
                 let mut names = Vec::new();
                 for (f, v) in c.hscan::<_, (Vec<u8>, Vec<u8>)>(self.key("seen"))? {
-                    // "s20412" or, with the linear step, "s20412|0.83".
-                    let day: u32 = std::str::from_utf8(v.get(1..).unwrap_or_default())
-                        .ok()
-                        .and_then(|s| s.split('|').next())
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(0);
+                    let day = decode_seen(&v).map_or(0, |s| s.1);
                     ranked.push((f64::from(day), names.len()));
                     names.push(f);
                 }
