@@ -10,6 +10,8 @@
 //!
 //! Knobs for measuring variants (environment): BAYES_METHOD=fisher|nb, BAYES_S, BAYES_MINDEV,
 //! BAYES_MAXF, BAYES_CAP, BAYES_BIGRAMS=0, BAYES_HEADERS=0, BAYES_MARKUP=0, BAYES_MINLEN, BAYES_MAXLEN,
+//! BAYES_LOWER=0 (words as written), BAYES_NUMBERS=0 (long digit runs kept),
+//! BAYES_NONASCII=0 (words with non-ASCII letters dropped),
 //! BAYES_RECEIVED=0|1|2, BAYES_RECIPIENTS=0, BAYES_CAPS=1, BAYES_THRESHOLD, BAYES_LINEAR=0 (Fisher alone),
 //! BAYES_LSCALE (the linear margin's weight, 1 = as shipped), BAYES_REVISITS (the linear layer's
 //! passes over each training batch after the first), BAYES_SHUFFLE=seed (another training
@@ -188,6 +190,9 @@ fn main() {
         recipients: env("BAYES_RECIPIENTS", 1) == 1,
         caps: env("BAYES_CAPS", 0) == 1,
         all_headers: env("BAYES_ALLHEADERS", 0) == 1,
+        lowercase: env("BAYES_LOWER", 1) == 1,
+        numbers: env("BAYES_NUMBERS", 1) == 1,
+        non_ascii: env("BAYES_NONASCII", 1) == 1,
         ..Options::default()
     };
     let d = Params::default();
