@@ -312,7 +312,7 @@ impl Tokenizer<'_> {
         }
     }
 
-    /// Words of a text, lower-cased, with their bigrams.
+    /// Words of a text, normalised as [`Options`] says, with their bigrams.
     fn words(&mut self, prefix: &str, text: &str) {
         let mut prev: Option<u64> = None;
         split_words(text, |w, ascii| self.word(prefix, w, ascii, &mut prev));
