@@ -369,7 +369,7 @@ impl Store for Redis {
         self.margin_at(version, x)
     }
 
-    /// Reads what the batch touches, learns it in memory ([`batch::learn`], as LMDB does) and
+    /// Reads what the batch touches, learns it in memory (`store::batch`, as LMDB does) and
     /// writes the changes in one MULTI, watching every key it writes: when another trainer (or
     /// expiry) changed one in between, nothing is written and the batch is read and learnt again.
     fn learn_with(&self, items: &[Item], forget: bool, params: &Params) -> Result<Vec<Learned>, Error> {
