@@ -434,7 +434,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Run after run on one thread (which reuses its bitmap), the grams are the reference's.
+        /// Message after message, the grams are the reference's.
         #[test]
         fn grams_match_the_reference(
             bodies in proptest::collection::vec("[a-c \\n]{0,300}", 1..4),

@@ -464,6 +464,8 @@ fn split_words(text: &str, mut f: impl FnMut(&str, bool)) {
     while i < bytes.len() {
         let start = i;
         let mut ascii = true;
+        // The length of the character that ends the run (none at the end of the text).
+        let mut separator = 1;
         while let Some(&b) = bytes.get(i) {
             if b.is_ascii() {
                 if !is_word_byte(b) {
@@ -473,7 +475,10 @@ fn split_words(text: &str, mut f: impl FnMut(&str, bool)) {
             } else {
                 match text.get(i..).and_then(|t| t.chars().next()) {
                     Some(c) if c.is_alphanumeric() => i += c.len_utf8(),
-                    _ => break,
+                    other => {
+                        separator = other.map_or(1, char::len_utf8);
+                        break;
+                    }
                 }
                 ascii = false;
             }
@@ -490,8 +495,7 @@ fn split_words(text: &str, mut f: impl FnMut(&str, bool)) {
         if let Some(w) = text.get(a..b) {
             f(w, ascii);
         }
-        // Past the character that ended the run.
-        i += bytes.get(i).map_or(1, |&b| utf8_len(b));
+        i += separator;
     }
 }
 
@@ -510,16 +514,6 @@ fn ends_word(c: char) -> bool {
 fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(b, b'$' | b'\'' | b'-' | b'.' | b'_' | b'!' | b'@' | b'%' | b'/' | b':' | b'&' | b',')
-}
-
-/// Bytes of the UTF-8 character that starts with byte `b`.
-fn utf8_len(b: u8) -> usize {
-    match b {
-        0..0xC0 => 1,
-        0xC0..0xE0 => 2,
-        0xE0..0xF0 => 3,
-        _ => 4,
-    }
 }
 
 /// Appends `w` lower-cased.

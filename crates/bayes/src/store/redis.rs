@@ -90,19 +90,9 @@ impl Redis {
         Ok(out)
     }
 
-    /// The weights of `buckets`, in order, in one HMGET (0 where none is held).
+    /// The weights of `buckets`, in order (0 where none is held).
     fn read_weights(&self, buckets: impl Iterator<Item = u32>) -> Result<Vec<f64>, Error> {
-        let mut cmd = redis::cmd("HMGET");
-        cmd.arg(self.key("w"));
-        let mut n = 0;
-        for b in buckets {
-            cmd.arg(&b.to_be_bytes()[..]);
-            n += 1;
-        }
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        let got: Vec<Option<f64>> = self.with(|c| cmd.query(c))?;
+        let got: Vec<Option<f64>> = self.with(|c| hmget(c, &self.key("w"), buckets.map(u32::to_be_bytes)))?;
         Ok(got.into_iter().map(|w| w.unwrap_or(0.0)).collect())
     }
 
