@@ -18,7 +18,9 @@
 //! order), BAYES_EXPORT=file (each message's features, one line each, for exploring elsewhere),
 //! BAYES_DUMP=1 (the worst-ranked messages and their strongest features), BAYES_STAGES=1 (time
 //! MIME, tokenizing and the linear vector apart, best of five rounds), BAYES_SCORES=dir (each
-//! split's test scores, one line per message: score, spam, folder, file).
+//! split's test scores, one line per message: score, spam, folder, file), BAYES_AUTOLEARN=30,-30
+//! (the test part as a stream, learning what scores at least 30 as spam and at most -30 as ham,
+//! as `serve`'s autolearning does; the classify time then includes that learning).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -277,6 +279,20 @@ fn main() {
         let mut names = Vec::with_capacity(test.len());
         let mut counts = Vec::new();
         let (mut lookup_secs, mut combine_secs) = (0.0, 0.0);
+        // BAYES_AUTOLEARN=spam,ham: the test part arrives as a stream (classes interleaved,
+        // seeded) and each message scoring at least `spam` (at most `ham`) is learnt as that
+        // class, a batch at a time, as `serve`'s autolearning would (the corpus has no other
+        // scanners to agree); each score is taken before its message is learnt.
+        let autolearn: Option<(f64, f64)> = std::env::var("BAYES_AUTOLEARN").ok().and_then(|v| {
+            let (a, b) = v.split_once(',')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        });
+        let mut test = test;
+        if autolearn.is_some() {
+            strainer_bayes::linear::shuffle(&mut test);
+        }
+        let mut pending: Vec<strainer_bayes::Item> = Vec::new();
+        let mut autolearnt = (0usize, 0usize, 0usize);
         for &i in &test {
             let view = strainer_mime::analyze(&msgs[i].raw, &limits);
             let tk = tokenize(&view, &opts, false);
@@ -288,12 +304,40 @@ fn main() {
             let mut s = strainer_bayes::model::classify(&counts, totals, &params, 0);
             combine_secs += te.elapsed().as_secs_f64();
             s.add_margin(lscale * margin);
+            if let Some((spam_at, ham_at)) = autolearn {
+                let class = if s.log_odds >= spam_at {
+                    Some(strainer_bayes::Class::Spam)
+                } else if s.log_odds <= ham_at {
+                    Some(strainer_bayes::Class::Ham)
+                } else {
+                    None
+                };
+                if let Some(c) = class {
+                    let wrong = (c == strainer_bayes::Class::Spam) != msgs[i].spam;
+                    autolearnt = (
+                        autolearnt.0 + usize::from(c == strainer_bayes::Class::Spam),
+                        autolearnt.1 + usize::from(c == strainer_bayes::Class::Ham),
+                        autolearnt.2 + usize::from(wrong),
+                    );
+                    pending.push(strainer_bayes::Item::new(&msgs[i].raw, c, tk.hashes.clone()));
+                }
+                if pending.len() >= strainer::autolearn::BATCH {
+                    store.learn_with(&pending, false, &params).unwrap();
+                    pending.clear();
+                }
+            }
             scores.push((s.log_odds, msgs[i].spam));
             names.push(i);
         }
         let classify_ms = t.elapsed().as_secs_f64() * 1000.0 / test.len() as f64;
         let classify_cpu = (cpu_secs() - cpu) * 1000.0 / test.len() as f64;
         let m = metrics(&scores, threshold);
+        if autolearn.is_some() {
+            eprintln!(
+                "  autolearnt {} as spam, {} as ham, {} of them wrongly",
+                autolearnt.0, autolearnt.1, autolearnt.2
+            );
+        }
         if let Ok(dir) = std::env::var("BAYES_SCORES") {
             use std::io::Write as _;
             let mut f = std::fs::File::create(format!("{dir}/{}.txt", name.replace(' ', "_"))).unwrap();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use strainer_bayes::store::{lmdb::Lmdb, redis::Redis};
-use strainer_bayes::{Bayes, Classified, Expiry, Store};
+use strainer_bayes::{Bayes, Class, Classified, Digest, Expiry, Item, Store, Vector, tokenize};
 use strainer_mime::View;
 use strainer_types::Finding;
 
@@ -15,6 +15,12 @@ pub const DEFAULT_POINTS_PER_LOG_ODDS: f64 = 0.625;
 
 /// Passes of the linear layer over a training batch by default.
 pub const DEFAULT_TRAIN_PASSES: usize = 3;
+
+/// Bayes score at and above which `serve` learns a message as spam by default (autolearn).
+pub const DEFAULT_AUTOLEARN_SPAM: f64 = 30.0;
+
+/// Bayes score at and below which `serve` learns a message as ham by default (autolearn).
+pub const DEFAULT_AUTOLEARN_HAM: f64 = -30.0;
 
 /// Which store holds the model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -69,6 +75,13 @@ pub struct BayesConfig {
     /// Strongest features named in the finding and the log (costs a copy of every feature's
     /// text per message; `strainer scan --explain N` names them on demand).
     pub explain: usize,
+    /// Let `serve` learn the messages Bayes is sure of and the other scanners agree with
+    /// (SpamAssassin's bayes_auto_learn), so the model follows the mail as it changes.
+    pub autolearn: bool,
+    /// Score at and above which a message is learnt as spam.
+    pub autolearn_spam: f64,
+    /// Score at and below which a message is learnt as ham.
+    pub autolearn_ham: f64,
 }
 
 impl Default for BayesConfig {
@@ -91,6 +104,9 @@ impl Default for BayesConfig {
             max_seen: 200_000,
             train_passes: DEFAULT_TRAIN_PASSES,
             explain: 0,
+            autolearn: true,
+            autolearn_spam: DEFAULT_AUTOLEARN_SPAM,
+            autolearn_ham: DEFAULT_AUTOLEARN_HAM,
         }
     }
 }
@@ -157,6 +173,17 @@ pub struct Scanner {
     /// doubles while it keeps failing. Without it, every message waited `bayes.timeout` on a
     /// Redis that was down.
     down: std::sync::Mutex<Option<(std::time::Instant, Duration)>>,
+    /// Autolearning's queue, started with the first message to learn.
+    learner: OnceLock<Option<crate::autolearn::Learner>>,
+}
+
+/// What the scanner says of one message.
+pub struct Scored {
+    /// The finding.
+    pub finding: Finding,
+    /// With `bayes.autolearn`, the message to learn when the other scanners agree (its class is
+    /// what Bayes is sure of).
+    pub learn: Option<Item>,
 }
 
 /// First wait after the store failed; doubled on each further failure up to [`MAX_BACKOFF`].
@@ -174,6 +201,7 @@ impl Scanner {
             options: strainer_bayes::Options::default(),
             params: strainer_bayes::Params::default(),
             down: std::sync::Mutex::new(None),
+            learner: OnceLock::new(),
         }
     }
 
@@ -190,17 +218,44 @@ impl Scanner {
     }
 
     /// Classifies message `raw` (taken apart as `view`); `explain` names that many strongest
-    /// features.
-    pub fn classify(&self, raw: &[u8], view: &View, explain: usize) -> anyhow::Result<Option<Classified>> {
+    /// features. Also returns the message's features, to learn it.
+    fn classify(
+        &self,
+        raw: &[u8],
+        view: &View,
+        explain: usize,
+    ) -> anyhow::Result<Option<(Classified, Vec<u64>, Vector)>> {
         let Some(store) = self.store()? else { return Ok(None) };
         let b = Bayes { store: &*store, options: self.options.clone(), params: self.params };
-        Ok(Some(b.classify(raw, view, explain)?))
+        let tokens = tokenize(view, &b.options, explain > 0);
+        let vector = Vector::of(&tokens.hashes, raw);
+        let classified = b.classify_tokens(&tokens, &vector, explain)?;
+        Ok(Some((classified, tokens.hashes, vector)))
+    }
+
+    /// Waits until what autolearning queued is learnt.
+    pub fn finish_learning(&self) {
+        if let Some(Some(l)) = self.learner.get() {
+            l.finish();
+        }
+    }
+
+    /// Queues `item` (a message [`Scored::learn`] offered, which the other scanners agreed
+    /// with) for autolearning; false when it was not queued.
+    pub fn autolearn(&self, item: Item) -> bool {
+        let learner = self.learner.get_or_init(|| {
+            let store = self.store().ok().flatten()?;
+            crate::autolearn::Learner::start(store, self.config.params(), self.config.expiry())
+                .map_err(|e| tracing::warn!(error = %e, "autolearn: cannot start its thread; not learning"))
+                .ok()
+        });
+        learner.as_ref().is_some_and(|l| l.offer(item))
     }
 
     /// The finding for a message: BAYES_SPAM / BAYES_UNSURE / BAYES_HAM with points, or
     /// BAYES_UNTRAINED (no points) until enough was learnt, or BAYES_UNAVAILABLE when the store
     /// cannot be read (the message is still scanned by everything else).
-    pub fn finding(&self, raw: &[u8], view: &View) -> Finding {
+    pub fn finding(&self, raw: &[u8], view: &View) -> Scored {
         let c = &self.config;
         let now = std::time::Instant::now();
         let down = self.down.lock().map(|d| *d).unwrap_or(None);
@@ -208,7 +263,8 @@ impl Scanner {
             return Finding::new(
                 "BAYES_UNAVAILABLE",
                 format!("store failed; next attempt in {}s", until.saturating_duration_since(now).as_secs() + 1),
-            );
+            )
+            .into();
         }
         let result = self.classify(raw, view, c.explain);
         if let Ok(mut d) = self.down.lock() {
@@ -225,7 +281,7 @@ impl Scanner {
                 (Ok(_), None) => {}
             }
         }
-        let classified = match result {
+        let (classified, hashes, vector) = match result {
             Ok(Some(x)) => x,
             Ok(None) => {
                 return Finding::new(
@@ -234,16 +290,19 @@ impl Scanner {
                         "no store yet; learns with `strainer train`, scores from {} spam and {} ham",
                         c.min_spam, c.min_ham
                     ),
-                );
+                )
+                .into();
             }
-            Err(e) => return Finding::new("BAYES_UNAVAILABLE", e.to_string()),
+            Err(e) => return Finding::new("BAYES_UNAVAILABLE", e.to_string()).into(),
         };
         let t = classified.totals;
         if t.spam < c.min_spam || t.ham < c.min_ham {
+            // Never learns on its own verdicts before it has any.
             return Finding::new(
                 "BAYES_UNTRAINED",
                 format!("learnt {} spam and {} ham; scores from {} and {}", t.spam, t.ham, c.min_spam, c.min_ham),
-            );
+            )
+            .into();
         }
         let l = classified.score.log_odds;
         let name = if l >= c.threshold {
@@ -270,6 +329,20 @@ impl Scanner {
             ),
         );
         f.score = Some((l * c.points_per_log_odds).clamp(c.min_points, c.max_points));
-        f
+        let sure = if l >= c.autolearn_spam {
+            Some(Class::Spam)
+        } else if l <= c.autolearn_ham {
+            Some(Class::Ham)
+        } else {
+            None
+        };
+        let learn = sure.filter(|_| c.autolearn).map(|class| Item { digest: Digest::of(raw), class, hashes, vector });
+        Scored { finding: f, learn }
+    }
+}
+
+impl From<Finding> for Scored {
+    fn from(finding: Finding) -> Scored {
+        Scored { finding, learn: None }
     }
 }

@@ -308,6 +308,28 @@ impl Config {
                 format!("must be 1 to 10 (the default is {}; 1 trains fastest)", crate::bayes::DEFAULT_TRAIN_PASSES),
             );
         }
+        if !(b.autolearn_spam.is_finite() && b.autolearn_spam >= b.threshold) {
+            return err(
+                "bayes",
+                "autolearn_spam",
+                format!(
+                    "must be at least bayes.threshold ({}); the default is {}",
+                    b.threshold,
+                    crate::bayes::DEFAULT_AUTOLEARN_SPAM
+                ),
+            );
+        }
+        if !(b.autolearn_ham.is_finite() && b.autolearn_ham <= -b.threshold) {
+            return err(
+                "bayes",
+                "autolearn_ham",
+                format!(
+                    "must be at most minus bayes.threshold ({}); the default is {}",
+                    -b.threshold,
+                    crate::bayes::DEFAULT_AUTOLEARN_HAM
+                ),
+            );
+        }
         if b.min_points > 0.0 || b.max_points < 0.0 {
             return err("bayes", "max_points", "min_points must be <= 0 <= max_points".into());
         }
@@ -460,6 +482,10 @@ mod tests {
         let e = Config::parse("[bayes]\ntrain_passes = 0\n", "s.toml").unwrap_err();
         assert_eq!((e.line, e.key.as_str()), (2, "bayes.train_passes"), "{e}");
         assert!(e.message.contains("1 trains fastest"), "{e}");
+        let e = Config::parse("[bayes]\n\nautolearn_ham = -2.0\n", "s.toml").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (3, "bayes.autolearn_ham"), "{e}");
+        let e = Config::parse("[bayes]\nthreshold = 40.0\n", "s.toml").unwrap_err();
+        assert_eq!(e.key.as_str(), "bayes.autolearn_spam", "{e}");
     }
 }
 

@@ -36,6 +36,10 @@ struct Outcome {
 struct Verdict {
     verdict: &'static str,
     score: f64,
+    /// The message to autolearn once it has a final answer (`bayes.autolearn`).
+    learn: Option<strainer_bayes::Item>,
+    /// What it was queued to be learnt as: `spam`, `ham` or `-`.
+    autolearn: &'static str,
 }
 
 impl Filter {
@@ -57,6 +61,11 @@ impl Filter {
                 }
             },
         })
+    }
+
+    /// Waits until what autolearning queued is learnt (`serve` stopping).
+    pub fn finish_learning(&self) {
+        self.local.finish_learning();
     }
 
     /// Where mail is re-injected (the pool's settings).
@@ -158,6 +167,7 @@ impl Filter {
         self.metrics.stage("policy", started.elapsed());
         v.verdict = decided.verdict;
         v.score = decided.score;
+        v.learn = report.learn.take().filter(|i| crate::autolearn::agrees(i.class, &report.findings, decided.verdict));
         let (add, remove) = match decided.decision {
             Decision::Quarantine { category, reason } => {
                 return self.hold(tx, category, &reason, &report, decided.score).await.with_reason(&decided.reason);
@@ -448,8 +458,15 @@ impl Handler for Filter {
     async fn data(&self, tx: Transaction) -> DataReply {
         let start = Instant::now();
         let tx = Arc::new(tx);
-        let mut v = Verdict { verdict: "clean", score: 0.0 };
+        let mut v = Verdict { verdict: "clean", score: 0.0, learn: None, autolearn: "-" };
         let outcome = self.process(&tx, &mut v).await;
+        // Learnt only once answered for good: a deferred message comes back and is scanned again.
+        if let Some(item) = v.learn.take().filter(|_| outcome.action != "tempfail") {
+            let class = if item.class == strainer_bayes::Class::Spam { "spam" } else { "ham" };
+            if self.local.autolearn(item) {
+                v.autolearn = class;
+            }
+        }
         self.metrics.stage("total", start.elapsed());
         self.metrics.message(outcome.action, v.verdict, tx.message.len());
         log_message(&tx, &outcome, &v, start);
@@ -491,7 +508,7 @@ fn log_message(tx: &Transaction, o: &Outcome, v: &Verdict, start: Instant) {
     } else {
         info!(queue_id = %fields.0, id = %tx.id, client = %fields.1, from = %fields.2, to = %fields.3, size = fields.4,
             category = v.verdict, score = v.score, action = o.action, downstream_id, quarantine_id,
-            elapsed_ms, detail = %o.detail, reply = %reply, "message");
+            autolearn = v.autolearn, elapsed_ms, detail = %o.detail, reply = %reply, "message");
     }
 }
 

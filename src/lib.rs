@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod antivirus;
+pub mod autolearn;
 pub mod bayes;
 pub mod config;
 pub mod decide;
@@ -38,6 +39,9 @@ pub async fn serve(
     serve_live(live, listener, stop).await;
 }
 
+/// Longest `serve` waits, once stopped, for autolearning's last batch.
+const AUTOLEARN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Runs `live` (whose filter can be replaced while serving) on `listener` until `stop` resolves.
 pub async fn serve_live(live: Arc<live::Live>, listener: TcpListener, stop: impl Future<Output = ()>) {
     let config = live.config();
@@ -60,7 +64,13 @@ pub async fn serve_live(live: Arc<live::Live>, listener: TcpListener, stop: impl
             "cannot create spool files (server.spool_dir): messages over server.spool_threshold will get 4xx until this is fixed"
         );
     }
+    let learning = Arc::clone(&live);
     server::run(m, listener, session, config.server.max_sessions, live, config.server.timeouts.shutdown, stop).await;
+    // Sessions are drained: learn what autolearning still holds before the process ends.
+    let finished = tokio::task::spawn_blocking(move || learning.finish_learning());
+    if tokio::time::timeout(AUTOLEARN_GRACE, finished).await.is_err() {
+        tracing::warn!(grace_s = AUTOLEARN_GRACE.as_secs(), "autolearn: stopping before its last batch was learnt");
+    }
     if let Some(e) = endpoint {
         e.abort();
     }

@@ -65,6 +65,13 @@ impl Live {
         Ok(())
     }
 
+    /// Waits until what autolearning queued is learnt (`serve` stopping).
+    pub fn finish_learning(&self) {
+        if let Some(f) = self.filter() {
+            f.finish_learning();
+        }
+    }
+
     /// The metrics, kept across reloads.
     pub fn metrics(&self) -> Arc<crate::metrics::Metrics> {
         Arc::clone(&self.metrics)

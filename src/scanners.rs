@@ -86,6 +86,10 @@ pub struct Report {
     /// Time spent per scanner: `mime`, `banned`, `rules`, `bayes`.
     #[serde(skip)]
     pub timings: Vec<(&'static str, std::time::Duration)>,
+    /// The message as Bayes would autolearn it, when it is sure (`bayes.autolearn`); `serve`
+    /// learns it if the other scanners agree ([`crate::autolearn::agrees`]).
+    #[serde(skip)]
+    pub learn: Option<strainer_bayes::Item>,
 }
 
 /// The compiled local scanners.
@@ -243,11 +247,26 @@ impl Local {
             }
         }
         lap("rules");
+        let mut learn = None;
         if let Some(b) = &self.bayes {
-            findings.push(b.finding(message, &view));
+            let scored = b.finding(message, &view);
+            findings.push(scored.finding);
+            learn = scored.learn;
             lap("bayes");
         }
-        Report { view, findings, hits, timings }
+        Report { view, findings, hits, timings, learn }
+    }
+
+    /// Waits until what autolearning queued is learnt (`serve` stopping).
+    pub fn finish_learning(&self) {
+        if let Some(b) = &self.bayes {
+            b.finish_learning();
+        }
+    }
+
+    /// Queues a message for autolearning (see [`Report::learn`]); false when it was not queued.
+    pub fn autolearn(&self, item: strainer_bayes::Item) -> bool {
+        self.bayes.as_ref().is_some_and(|b| b.autolearn(item))
     }
 }
 

@@ -17,6 +17,8 @@ fn cfg_with_bayes() -> strainer::config::Config {
     c.bayes.enabled = true;
     c.bayes.min_spam = 5;
     c.bayes.min_ham = 5;
+    // Only what the tests teach: serve learning on its own is tested apart.
+    c.bayes.autolearn = false;
     c.policy.tag = -999.0;
     c
 }
@@ -61,6 +63,52 @@ async fn training_on_a_handful_of_messages_moves_the_score_through_serve() {
     let (_, sink) = send_one_message(cfg, PROBE_SPAM).await;
     let m = String::from_utf8_lossy(&sink.got()[0].message).into_owned();
     assert!(header_line(&m, "X-Spam-Status:").contains("BAYES_UNTRAINED"), "{m}");
+}
+
+#[tokio::test]
+async fn serve_autolearns_what_bayes_is_sure_of_unless_a_rule_disagrees() {
+    let mut cfg = cfg_with_bayes();
+    cfg.bayes.autolearn = true;
+    // As low as allowed, so the small fixture model is sure enough.
+    cfg.bayes.autolearn_spam = cfg.bayes.threshold;
+    cfg.bayes.autolearn_ham = -cfg.bayes.threshold;
+    let store = cfg.bayes.open(Path::new(".")).unwrap();
+    let spam = [PathBuf::from(FIXTURES).join("spam")];
+    let ham = [PathBuf::from(FIXTURES).join("ham")];
+    strainer::train_cmd::train(&cfg, &*store, &spam, &ham, false).unwrap();
+    let totals = || store.stats().unwrap().totals;
+    assert_eq!((totals().spam, totals().ham), (8, 8));
+
+    // Sure it is spam, nothing disagrees: learnt (by the time serve has stopped).
+    let (r, sink) = send_one_message(cfg.clone(), PROBE_SPAM).await;
+    assert_eq!(r.code, 250, "{r}");
+    let m = String::from_utf8_lossy(&sink.got()[0].message).into_owned();
+    assert!(header_line(&m, "X-Spam-Status:").contains("BAYES_SPAM"), "{m}");
+    assert_eq!((totals().spam, totals().ham), (9, 8));
+    // The same message again counts once.
+    send_one_message(cfg.clone(), PROBE_SPAM).await;
+    assert_eq!((totals().spam, totals().ham), (9, 8));
+    // Sure it is ham: learnt as ham.
+    let (_, sink) = send_one_message(cfg.clone(), PROBE_HAM).await;
+    let m = String::from_utf8_lossy(&sink.got()[0].message).into_owned();
+    assert!(header_line(&m, "X-Spam-Status:").contains("BAYES_HAM"), "{m}");
+    assert_eq!((totals().spam, totals().ham), (9, 9));
+
+    // A rule that takes points away says the administrator wants such mail: not learnt as spam.
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("header_checks");
+    std::fs::write(&rules, "/^Subject: Cheap pills/ SCORE -1 newsletter we subscribed to\n").unwrap();
+    cfg.rules.header_checks = vec![rules];
+    // Another message (its own Message-ID), so "learnt once" is not what keeps it out.
+    let other = String::from_utf8_lossy(PROBE_SPAM).replace("probe-spam@", "probe-spam-2@");
+    let (_, sink) = send_one_message(cfg.clone(), other.as_bytes()).await;
+    let m = String::from_utf8_lossy(&sink.got()[0].message).into_owned();
+    assert!(header_line(&m, "X-Spam-Status:").contains("BAYES_SPAM"), "{m}");
+    assert_eq!((totals().spam, totals().ham), (9, 9));
+    // Without the rule, the same message is learnt.
+    cfg.rules.header_checks.clear();
+    send_one_message(cfg, other.as_bytes()).await;
+    assert_eq!((totals().spam, totals().ham), (10, 9));
 }
 
 #[tokio::test]

@@ -1,0 +1,184 @@
+//! Autolearning (`bayes.autolearn`): `serve` learns the messages Bayes is sure of, when the
+//! other scanners agree, so the model follows the mail as it changes without anyone sorting it
+//! (SpamAssassin's `bayes_auto_learn`, rspamd's `autolearn`). Learning is best effort and off
+//! the message's path: a message is answered first and queued for learning after; a queue that
+//! is full, or a store that refuses a batch, costs the learning, never the message.
+//!
+//! The messages wait on a thread of their own and are learnt a batch at a time, like
+//! `strainer train`'s batches, then the store's cap is applied (`bayes.max_tokens`). Each batch
+//! is one LMDB commit, after which `serve` rebuilds its in-memory copy of the store once; so a
+//! batch is learnt when it has [`BATCH`] messages or its first one has waited [`FLUSH_AFTER`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use strainer_bayes::{Class, Expiry, Item, Learned, Params, Store};
+use strainer_types::Finding;
+
+/// Most messages learnt in one batch.
+pub const BATCH: usize = 500;
+
+/// Longest a queued message waits to be learnt.
+pub const FLUSH_AFTER: Duration = Duration::from_secs(60);
+
+/// Most messages waiting; past it, new ones are not learnt (each holds its features and
+/// 4-grams, up to about 45 KB).
+const QUEUE: usize = 1_000;
+
+/// Whether a message Bayes would learn as `class` is learnt, given every finding (Bayes's
+/// own included) and the category the policy gave it: only when nothing else makes it doubtful.
+/// Spam: the other scanners took no points away (an administrator's negative rule says the
+/// mail is wanted) and nothing else decided the message (a virus, a banned attachment, a rule
+/// action, or a part that could not be checked says nothing about its words). Ham: the other
+/// scanners added no points either way and the message is clean.
+pub fn agrees(class: Class, findings: &[Finding], category: &str) -> bool {
+    let others: f64 = findings.iter().filter(|f| !f.name.starts_with("BAYES_")).filter_map(|f| f.score).sum();
+    match class {
+        Class::Spam => others >= 0.0 && matches!(category, "clean" | "spam"),
+        Class::Ham => others == 0.0 && category == "clean",
+    }
+}
+
+/// The queue and the thread that learns what it is given.
+pub struct Learner {
+    /// `None` once [`Learner::finish`] closed it.
+    queue: Mutex<Option<SyncSender<Item>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    dropped: AtomicU64,
+}
+
+impl Learner {
+    /// Starts the learning thread over `store`, learning with `params` and keeping `cap`.
+    pub fn start(store: Arc<dyn Store>, params: Params, cap: Expiry) -> std::io::Result<Learner> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let thread =
+            std::thread::Builder::new().name("autolearn".into()).spawn(move || run(&*store, &params, &cap, &rx))?;
+        Ok(Learner { queue: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), dropped: AtomicU64::new(0) })
+    }
+
+    /// Closes the queue and waits until what was queued is learnt (`serve` stopping). Without
+    /// it the queue closes when the learner is dropped and the thread learns the rest unwaited.
+    pub fn finish(&self) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.take();
+        }
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = thread
+            && t.join().is_err()
+        {
+            tracing::warn!("autolearn: its thread panicked");
+        }
+    }
+
+    /// Queues `item` to be learnt; false when the queue is full (the store is slow or held by
+    /// `strainer train`) and it was let go.
+    pub fn offer(&self, item: Item) -> bool {
+        let sent = self.queue.lock().is_ok_and(|q| q.as_ref().is_some_and(|q| q.try_send(item).is_ok()));
+        if !sent {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            // 1, 2, 4, 8...: the log says so without a line per message.
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    not_learnt = n,
+                    "autolearn queue full: messages go unlearnt (is `strainer train` holding the store?)"
+                );
+            }
+        }
+        sent
+    }
+}
+
+fn run(store: &dyn Store, params: &Params, cap: &Expiry, rx: &Receiver<Item>) {
+    let mut batch: Vec<Item> = Vec::new();
+    let mut due: Option<Instant> = None;
+    loop {
+        let next = match due {
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+        };
+        match next {
+            Ok(item) => {
+                due.get_or_insert_with(|| Instant::now() + FLUSH_AFTER);
+                batch.push(item);
+                if batch.len() < BATCH {
+                    continue;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                // The filter was replaced (reload) or is stopping: learn what is left.
+                learn(store, params, cap, &mut batch);
+                return;
+            }
+        }
+        learn(store, params, cap, &mut batch);
+        due = None;
+    }
+}
+
+fn learn(store: &dyn Store, params: &Params, cap: &Expiry, batch: &mut Vec<Item>) {
+    if batch.is_empty() {
+        return;
+    }
+    let spam = batch.iter().filter(|i| i.class == Class::Spam).count();
+    let ham = batch.len() - spam;
+    match store.learn_with(batch, false, params) {
+        Ok(results) => {
+            let new = results.iter().filter(|r| **r == Learned::Learned).count();
+            let expired = store.expire(cap).map(|e| e.tokens).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "autolearn: expiry failed");
+                0
+            });
+            tracing::info!(spam, ham, new, expired, "autolearn: batch learnt");
+        }
+        Err(e) => tracing::warn!(error = %e, spam, ham, "autolearn: batch not learnt"),
+    }
+    batch.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn f(name: &str, score: Option<f64>) -> Finding {
+        let mut f = Finding::new(name, "");
+        f.score = score;
+        f
+    }
+
+    #[test]
+    fn learns_only_when_the_other_scanners_agree() {
+        let bayes_spam = f("BAYES_SPAM", Some(12.0));
+        let bayes_ham = f("BAYES_HAM", Some(-5.0));
+        assert!(agrees(Class::Spam, std::slice::from_ref(&bayes_spam), "spam"));
+        assert!(agrees(Class::Spam, &[bayes_spam.clone(), f("RULE_SCORE", Some(3.0))], "spam"));
+        // A negative rule says the mail is wanted; a virus or banned part is not about words.
+        assert!(!agrees(Class::Spam, &[bayes_spam.clone(), f("RULE_SCORE", Some(-2.0))], "spam"));
+        assert!(!agrees(Class::Spam, std::slice::from_ref(&bayes_spam), "virus"));
+        assert!(!agrees(Class::Spam, std::slice::from_ref(&bayes_spam), "unchecked"));
+        assert!(agrees(Class::Ham, std::slice::from_ref(&bayes_ham), "clean"));
+        assert!(agrees(Class::Ham, &[bayes_ham.clone(), f("MIME_NOTE", None)], "clean"));
+        // Any rule points at all, or anything but clean, and ham is not learnt.
+        assert!(!agrees(Class::Ham, &[bayes_ham.clone(), f("RULE_SCORE", Some(1.0))], "clean"));
+        assert!(!agrees(Class::Ham, &[bayes_ham.clone(), f("RULE_SCORE", Some(-1.0))], "clean"));
+        assert!(!agrees(Class::Ham, std::slice::from_ref(&bayes_ham), "banned"));
+    }
+
+    #[test]
+    fn learns_what_it_is_given_when_the_queue_closes() {
+        let store: Arc<dyn Store> = Arc::new(strainer_bayes::store::Memory::default());
+        let cap = Expiry { max_tokens: 1_000_000, max_seen: 1_000_000 };
+        let learner = Learner::start(Arc::clone(&store), Params::default(), cap).unwrap();
+        let spam = Item::new(b"Subject: win\r\n\r\ncheap pills\r\n", Class::Spam, vec![1 << 60, 2 << 60]);
+        let ham = Item::new(b"Subject: lunch\r\n\r\nat noon?\r\n", Class::Ham, vec![3 << 60]);
+        assert!(learner.offer(spam.clone()));
+        assert!(learner.offer(ham));
+        // Far from a full batch and from FLUSH_AFTER: learnt because the queue closes.
+        learner.finish();
+        assert_eq!(store.stats().unwrap().totals, strainer_bayes::Totals { spam: 1, ham: 1 });
+        assert!(!learner.offer(spam), "a finished learner takes nothing more");
+    }
+}
