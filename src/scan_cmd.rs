@@ -92,7 +92,16 @@ pub fn render(label: &str, report: &Report, o: &Outcome) -> String {
         }
     }
     let _ = writeln!(s, "verdict: {} (score {}) -> {}", o.verdict, o.score, answer(o));
+    if let Some(class) = autolearn(report, o) {
+        let _ = writeln!(s, "autolearn: serve would learn it as {class} (bayes.autolearn)");
+    }
     s
+}
+
+/// What `serve` would autolearn the message as, if anything.
+fn autolearn(report: &Report, o: &Outcome) -> Option<&'static str> {
+    let item = report.learn.as_ref().filter(|i| crate::autolearn::agrees(i.class, &report.findings, o.verdict))?;
+    Some(if item.class == strainer_bayes::Class::Spam { "spam" } else { "ham" })
 }
 
 /// The machine-readable report for one message.
@@ -105,6 +114,7 @@ pub fn render_json(label: &str, report: &Report, o: &Outcome) -> serde_json::Val
         "verdict": o.verdict,
         "score": o.score,
         "action": answer(o),
+        "autolearn": autolearn(report, o),
     })
 }
 

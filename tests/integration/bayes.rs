@@ -78,6 +78,14 @@ async fn serve_autolearns_what_bayes_is_sure_of_unless_a_rule_disagrees() {
     strainer::train_cmd::train(&cfg, &*store, &spam, &ham, false).unwrap();
     let totals = || store.stats().unwrap().totals;
     assert_eq!((totals().spam, totals().ham), (8, 8));
+    // `strainer scan` says what serve would do, and learns nothing itself.
+    let local = strainer::scanners::Local::compile(&cfg, Path::new(".")).unwrap();
+    let report = local.scan(PROBE_SPAM);
+    let o = strainer::decide::decide(&report, &cfg.policy, PROBE_SPAM, &[]);
+    let text = strainer::scan_cmd::render("probe", &report, &o);
+    assert!(text.contains("autolearn: serve would learn it as spam"), "{text}");
+    drop(local);
+    assert_eq!((totals().spam, totals().ham), (8, 8));
 
     // Sure it is spam, nothing disagrees: learnt (by the time serve has stopped).
     let (r, sink) = send_one_message(cfg.clone(), PROBE_SPAM).await;
