@@ -463,7 +463,9 @@ impl Handler for Filter {
         // Learnt only once answered for good: a deferred message comes back and is scanned again.
         if let Some(item) = v.learn.take().filter(|_| outcome.action != "tempfail") {
             let class = if item.class == strainer_bayes::Class::Spam { "spam" } else { "ham" };
-            if self.local.autolearn(item) {
+            let queued = self.local.autolearn(item);
+            self.metrics.autolearn(class, queued);
+            if queued {
                 v.autolearn = class;
             }
         }

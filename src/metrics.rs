@@ -1,6 +1,6 @@
 //! Prometheus metrics: messages by outcome and category, bytes, per-stage latency, scanner
-//! errors, sessions in flight and refused, quarantine size; served on an optional loopback HTTP
-//! endpoint (`[metrics] listen`).
+//! errors, sessions in flight and refused, quarantine size, autolearning; served on an optional
+//! loopback HTTP endpoint (`[metrics] listen`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +33,7 @@ pub struct Metrics {
     refused: Counter,
     quarantined: Gauge,
     quarantine_dir: PathBuf,
+    autolearn: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -46,6 +47,7 @@ impl Metrics {
         let sessions = Gauge::default();
         let refused = Counter::default();
         let quarantined = Gauge::default();
+        let autolearn = Family::<Labels, Counter>::default();
         registry.register("messages", "Messages by action and category", messages.clone());
         registry.register("message_bytes", "Bytes of messages received", bytes.clone());
         registry.register(
@@ -57,6 +59,11 @@ impl Metrics {
         registry.register("sessions_in_flight", "SMTP sessions open now", sessions.clone());
         registry.register("sessions_refused", "Sessions refused with 421 over max_sessions", refused.clone());
         registry.register("quarantine_messages", "Messages in the quarantine", quarantined.clone());
+        registry.register(
+            "autolearn",
+            "Messages Bayes autolearning took (queued) or let go over a full queue (dropped), by class",
+            autolearn.clone(),
+        );
         Arc::new(Metrics {
             registry,
             messages,
@@ -67,7 +74,14 @@ impl Metrics {
             refused,
             quarantined,
             quarantine_dir,
+            autolearn,
         })
+    }
+
+    /// A message was offered to autolearning as `class`; `queued` says whether it was taken.
+    pub fn autolearn(&self, class: &str, queued: bool) {
+        let result = if queued { "queued" } else { "dropped" };
+        self.autolearn.get_or_create(&vec![("class".into(), class.into()), ("result".into(), result.into())]).inc();
     }
 
     /// One message finished with `action` in `category`.
@@ -150,5 +164,21 @@ pub async fn serve_http(listener: TcpListener, metrics: Arc<Metrics>) {
             let _ = s.write_all(resp.as_bytes()).await;
             let _ = s.shutdown().await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn autolearning_is_counted_by_class_and_result() {
+        let m = Metrics::new(PathBuf::from("/nonexistent"));
+        m.autolearn("spam", true);
+        m.autolearn("spam", true);
+        m.autolearn("ham", false);
+        let text = m.render();
+        assert!(text.contains("strainer_autolearn_total{class=\"spam\",result=\"queued\"} 2"), "{text}");
+        assert!(text.contains("strainer_autolearn_total{class=\"ham\",result=\"dropped\"} 1"), "{text}");
     }
 }
