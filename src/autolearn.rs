@@ -133,7 +133,12 @@ fn learn(store: &dyn Store, params: &Params, cap: &Expiry, batch: &mut Vec<Item>
             });
             tracing::info!(spam, ham, new, expired, "autolearn: batch learnt");
         }
-        Err(e) => tracing::warn!(error = %e, spam, ham, "autolearn: batch not learnt"),
+        Err(e) => tracing::warn!(
+            error = %e,
+            spam,
+            ham,
+            "autolearn: batch not learnt (serve must be able to write the store; bayes.autolearn = false only reads it)"
+        ),
     }
     batch.clear();
 }

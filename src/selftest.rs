@@ -404,7 +404,7 @@ fn bayes_check(config: &Config) -> Check {
             s.totals.spam, s.totals.ham, b.min_spam, b.min_ham
         )),
         Ok(s) => ok(format!(
-            "bayes store at {at}: scoring, {} spam and {} ham learnt, {} features, {}",
+            "bayes store at {at}: scoring, {} spam and {} ham learnt, {} features, {}, {}",
             s.totals.spam,
             s.totals.ham,
             s.tokens,
@@ -412,6 +412,11 @@ fn bayes_check(config: &Config) -> Check {
                 "linear layer untrained (run `strainer train` again on the same messages)".to_string()
             } else {
                 format!("linear layer {} buckets", s.weights)
+            },
+            if b.autolearn {
+                format!("autolearning at {} / {}", b.autolearn_spam, b.autolearn_ham)
+            } else {
+                "no autolearning".to_string()
             }
         )),
     }
