@@ -5,6 +5,28 @@
 //! in-process on port 0, with the same code path `strainer serve` uses.
 #![deny(missing_docs)]
 
+/// `print!` for the CLI's output: when the reader has gone away (`strainer ... | head`), the
+/// command ends quietly with success, as Unix tools do, instead of panicking on the closed pipe.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        if let Err(e) = write!(stdout, $($arg)*).and_then(|()| stdout.flush()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
+/// `println!` for the CLI's output; see [`out!`].
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::out!("\n") };
+    ($($arg:tt)*) => {{ $crate::out!($($arg)*); $crate::out!("\n") }};
+}
+
 pub mod antivirus;
 pub mod autolearn;
 pub mod bayes;

@@ -276,9 +276,9 @@ fn scan(files: &[PathBuf], json: bool, local: &Local, policy: &strainer_policy::
         all_clean &= outcome.verdict == "clean";
         let label = f.display().to_string();
         if json {
-            println!("{}", strainer::scan_cmd::render_json(&label, &report, &outcome));
+            strainer::outln!("{}", strainer::scan_cmd::render_json(&label, &report, &outcome));
         } else {
-            print!("{}", strainer::scan_cmd::render(&label, &report, &outcome));
+            strainer::out!("{}", strainer::scan_cmd::render(&label, &report, &outcome));
         }
     }
     Ok(all_clean)
@@ -399,13 +399,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let expired = store.expire(&config.bayes.expiry())?;
             let secs = started.elapsed().as_secs_f64();
             let n = s.total() + h.total();
-            println!("{}", strainer::train_cmd::summary_line("spam", &s, forget));
-            println!("{}", strainer::train_cmd::summary_line("ham", &h, forget));
-            println!("{n} messages in {secs:.1} s ({:.0}/s)", n as f64 / secs.max(1e-3));
+            strainer::outln!("{}", strainer::train_cmd::summary_line("spam", &s, forget));
+            strainer::outln!("{}", strainer::train_cmd::summary_line("ham", &h, forget));
+            strainer::outln!("{n} messages in {secs:.1} s ({:.0}/s)", n as f64 / secs.max(1e-3));
             if expired.tokens > 0 || expired.seen > 0 {
-                println!(
+                strainer::outln!(
                     "expired {} features and {} digests (bayes.max_tokens, bayes.max_seen)",
-                    expired.tokens, expired.seen
+                    expired.tokens,
+                    expired.seen
                 );
             }
             strainer::train_cmd::print_stats(&*store, &config, false)?;
@@ -425,7 +426,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 BayesCmd::Stats { json } => strainer::train_cmd::print_stats(&*store, &config, json),
                 BayesCmd::Expire => {
                     let e = store.expire(&config.bayes.expiry())?;
-                    println!("expired {} features and {} digests", e.tokens, e.seen);
+                    strainer::outln!("expired {} features and {} digests", e.tokens, e.seen);
                     strainer::train_cmd::print_stats(&*store, &config, false)
                 }
             }
@@ -433,7 +434,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Config { command: ConfigCmd::Check { file } } => {
             let config = Config::load(&file)?;
             compile(&config, Some(&file))?;
-            println!("{}: ok", file.display());
+            strainer::outln!("{}: ok", file.display());
             Ok(())
         }
         Cmd::Scan { files, json, config: path, explain } => {
@@ -459,7 +460,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 postfix_config_dir.as_deref(),
                 send_to.as_deref(),
             ));
-            checks.iter().for_each(|c| println!("{c}"));
+            checks.iter().for_each(|c| strainer::outln!("{c}"));
             if checks.iter().any(|c| !c.ok) {
                 std::process::exit(1);
             }
@@ -483,7 +484,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !ok.success() {
                 anyhow::bail!("process {pid} from {} is not running: start strainer", config.server.pid_file);
             }
-            println!("asked strainer (pid {pid}) to reload; its log says whether the new configuration was taken");
+            strainer::outln!(
+                "asked strainer (pid {pid}) to reload; its log says whether the new configuration was taken"
+            );
             Ok(())
         }
         Cmd::Quarantine { config: path, command } => {
@@ -496,18 +499,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 QuarantineCmd::List { since, category, sender, recipient, json } => {
                     let entries = q::list(&store, &q::Filter { since, category, sender, recipient })?;
                     if json {
-                        entries.iter().for_each(|m| println!("{}", serde_json::to_string(m).unwrap_or_default()));
+                        entries
+                            .iter()
+                            .for_each(|m| strainer::outln!("{}", serde_json::to_string(m).unwrap_or_default()));
                     } else {
-                        print!("{}", q::render_list(&entries));
+                        strainer::out!("{}", q::render_list(&entries));
                     }
                 }
                 QuarantineCmd::Show { id, raw } => {
                     let message = store.message(&id)?;
                     if raw {
                         use std::io::Write;
-                        std::io::stdout().write_all(&message).context("cannot write to stdout")?;
+                        match std::io::stdout().write_all(&message) {
+                            // `| head`: the reader went away, as with every other output.
+                            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                            r => r.context("cannot write to stdout")?,
+                        }
                     } else {
-                        print!("{}", q::render_show(&store.meta(&id)?, &message));
+                        strainer::out!("{}", q::render_show(&store.meta(&id)?, &message));
                     }
                 }
                 QuarantineCmd::Release { id, to, force, learn_ham } => {
@@ -515,23 +524,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .enable_all()
                         .build()
                         .context("cannot start the async runtime")?;
-                    println!("{}", rt.block_on(q::release(&config, &store, &id, &to, force))?);
+                    strainer::outln!("{}", rt.block_on(q::release(&config, &store, &id, &to, force))?);
                     if learn_ham {
                         let msg = store.message(&id)?;
-                        println!("{}", learn_one(&config, path.as_ref(), &msg, strainer_bayes::Class::Ham)?);
+                        strainer::outln!("{}", learn_one(&config, path.as_ref(), &msg, strainer_bayes::Class::Ham)?);
                     }
                 }
                 QuarantineCmd::Delete { id, learn_spam } => {
                     if learn_spam {
                         let msg = store.message(&id)?;
-                        println!("{}", learn_one(&config, path.as_ref(), &msg, strainer_bayes::Class::Spam)?);
+                        strainer::outln!("{}", learn_one(&config, path.as_ref(), &msg, strainer_bayes::Class::Spam)?);
                     }
                     store.delete(&id)?;
-                    println!("{id} deleted");
+                    strainer::outln!("{id} deleted");
                 }
                 QuarantineCmd::Purge { older_than } => {
                     let n = store.purge(older_than)?;
-                    println!("{n} message(s) purged");
+                    strainer::outln!("{n} message(s) purged");
                 }
             }
             Ok(())
@@ -541,7 +550,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let table = strainer_rules::Table::parse(&text, &map.display().to_string())?;
             match table.lookup(&input) {
                 Some(hit) => {
-                    println!("{}", hit.action);
+                    strainer::outln!("{}", hit.action);
                     eprintln!("({}:{})", hit.origin, hit.line);
                     Ok(())
                 }
@@ -552,11 +561,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::Config { command: ConfigCmd::Show { config } } => {
-            print!("{}", load(config.as_ref())?.to_toml());
+            strainer::out!("{}", load(config.as_ref())?.to_toml());
             Ok(())
         }
         Cmd::PostfixConfig { config } => {
-            print!("{}", strainer::postfix::wiring(&load(config.as_ref())?));
+            strainer::out!("{}", strainer::postfix::wiring(&load(config.as_ref())?));
             Ok(())
         }
     }

@@ -274,13 +274,13 @@ pub fn train_with(
 pub fn print_stats(store: &dyn Store, config: &Config, json: bool) -> anyhow::Result<()> {
     let s = store.stats()?;
     if json {
-        println!("{}", serde_json::to_string(&s)?);
+        crate::outln!("{}", serde_json::to_string(&s)?);
         return Ok(());
     }
     let b = &config.bayes;
-    println!("learnt:      {} spam, {} ham", s.totals.spam, s.totals.ham);
+    crate::outln!("learnt:      {} spam, {} ham", s.totals.spam, s.totals.ham);
     let ready = s.totals.spam >= b.min_spam && s.totals.ham >= b.min_ham;
-    println!(
+    crate::outln!(
         "scoring:     {}",
         if ready {
             "on".to_string()
@@ -288,22 +288,22 @@ pub fn print_stats(store: &dyn Store, config: &Config, json: bool) -> anyhow::Re
             format!("off until {} spam and {} ham are learnt (bayes.min_spam, bayes.min_ham)", b.min_spam, b.min_ham)
         }
     );
-    println!("features:    {} of at most {} ({} seen in one message only)", s.tokens, b.max_tokens, s.singletons);
-    println!("remembered:  {} message digests (at most {})", s.seen, b.max_seen);
+    crate::outln!("features:    {} of at most {} ({} seen in one message only)", s.tokens, b.max_tokens, s.singletons);
+    crate::outln!("remembered:  {} message digests (at most {})", s.seen, b.max_seen);
     if s.weights == 0 && s.totals.spam + s.totals.ham > 0 {
-        println!(
+        crate::outln!(
             "linear:      untrained (a store from before the linear layer): run `strainer train` again on the same messages"
         );
     } else {
-        println!("linear:      {} of {} buckets weighted", s.weights, strainer_bayes::linear::DIM);
+        crate::outln!("linear:      {} of {} buckets weighted", s.weights, strainer_bayes::linear::DIM);
     }
-    println!("size:        {:.1} MiB", s.bytes as f64 / (1 << 20) as f64);
+    crate::outln!("size:        {:.1} MiB", s.bytes as f64 / (1 << 20) as f64);
     if let Some((lo, hi)) = s.days {
         let d = |day: u32| {
             chrono::DateTime::from_timestamp(i64::from(day) * 86_400, 0)
                 .map_or(String::new(), |t| t.format("%Y-%m-%d").to_string())
         };
-        println!("last learnt: {} to {}", d(lo), d(hi));
+        crate::outln!("last learnt: {} to {}", d(lo), d(hi));
     }
     Ok(())
 }

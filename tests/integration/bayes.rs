@@ -349,3 +349,19 @@ fn mbox_and_maildir_are_read_message_by_message() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(totals(&config), (2, 2));
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    // `strainer bayes stats | head -1`: the pipe closes before strainer has written everything.
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let mut show = Command::new(env!("CARGO_BIN_EXE_strainer"));
+    show.args(["config", "show"]);
+    for mut cmd in [strainer(&["bayes", "stats"], &config), show] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = cmd.stdout(writer).stderr(Stdio::piped()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && !err.contains("panicked"), "{cmd:?}: {:?} {err}", out.status);
+    }
+}
