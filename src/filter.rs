@@ -462,7 +462,7 @@ impl Handler for Filter {
         let outcome = self.process(&tx, &mut v).await;
         // Learnt only once answered for good: a deferred message comes back and is scanned again.
         if let Some(item) = v.learn.take().filter(|_| outcome.action != "tempfail") {
-            let class = if item.class == strainer_bayes::Class::Spam { "spam" } else { "ham" };
+            let class = item.class.name();
             let queued = self.local.autolearn(item);
             self.metrics.autolearn(class, queued);
             if queued {

@@ -239,7 +239,7 @@ fn learn_one(
     let view = strainer_mime::analyze(msg, &config.mime);
     let b = strainer_bayes::Bayes::new(&*store);
     let what = b.learn(msg, &view, class, false)?;
-    let class = if class == strainer_bayes::Class::Spam { "spam" } else { "ham" };
+    let class = class.name();
     Ok(match what {
         strainer_bayes::Learned::Already => format!("bayes: already learnt as {class}"),
         strainer_bayes::Learned::Relearned => format!("bayes: moved to {class}"),

@@ -101,7 +101,7 @@ pub fn render(label: &str, report: &Report, o: &Outcome) -> String {
 /// What `serve` would autolearn the message as, if anything.
 fn autolearn(report: &Report, o: &Outcome) -> Option<&'static str> {
     let item = report.learn.as_ref().filter(|i| crate::autolearn::agrees(i.class, &report.findings, o.verdict))?;
-    Some(if item.class == strainer_bayes::Class::Spam { "spam" } else { "ham" })
+    Some(item.class.name())
 }
 
 /// The machine-readable report for one message.

@@ -36,6 +36,14 @@ pub enum Class {
 }
 
 impl Class {
+    /// `spam` or `ham`, as logs and the CLI say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Spam => "spam",
+            Class::Ham => "ham",
+        }
+    }
+
     fn byte(self) -> u8 {
         match self {
             Class::Spam => b's',
