@@ -369,9 +369,9 @@ async fn reloading_repeatedly_under_load_delivers_every_message_once() {
 
 #[tokio::test]
 #[ignore = "needs the Postfix instance from tests/e2e/postfix-up.sh"]
-async fn bayes_trained_from_the_cli_tags_spam_arriving_through_postfix() {
+async fn bayes_trained_from_the_cli_tags_spam_arriving_through_postfix_and_autolearns_it() {
     let e = E2e::new();
-    let _s = e.start_strainer();
+    let strainer = e.start_strainer();
     let probe = |token: &str| {
         format!(
             "From: Deals <deals@promo.example.biz>\r\nTo: spam@test.example\r\nDate: Wed, 25 Nov 2026 09:00:00 +0000\r\nSubject: Cheap pills, limited offer {token}\r\n\
@@ -398,9 +398,24 @@ Limited offer, act fast. To unsubscribe click here.\r\n"
     let after = unique("bayes-after");
     e.submit("deals@promo.example.biz", &["spam@test.example"], &probe(&after)).await;
     let got = e.wait_for("spam", &after, 1, Duration::from_secs(60));
-    // Forget before asserting, so the other tests see an untrained store whatever happens.
-    let out = e.cli(&["train", "--forget", "--spam", spam, "--ham", ham]);
+    // Bayes is sure of it (the fixtures put it far above 30): serve queued it for autolearning,
+    // and learns the queue when stopped (SIGTERM).
+    drop(strainer);
+    let stats = String::from_utf8_lossy(&e.cli(&["bayes", "stats", "--json"]).stdout).into_owned();
+    let log = std::fs::read_to_string(e.dir.join("strainer.log")).unwrap_or_default();
+    // Forget before asserting (the fixtures and the probe serve learnt), so the other tests see
+    // an untrained store whatever happens.
+    let learnt = e.dir.join("autolearnt-probe.eml");
+    std::fs::write(&learnt, probe(&after)).unwrap();
+    let learnt = learnt.to_str().unwrap();
+    let out = e.cli(&["train", "--forget", "--spam", spam, learnt, "--ham", ham]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(got[0].contains("X-Spam-Flag: YES") && got[0].contains("BAYES_SPAM"), "{}", got[0]);
     assert!(got[0].ends_with(&probe(&after).replace("\r\n", "\n")), "original bytes below our headers: {}", got[0]);
+    assert!(stats.contains(r#""totals":{"spam":9,"ham":8}"#), "the probe autolearnt as spam: {stats}");
+    // Only this test's trained store autolearns: its message's log line is the one that says so.
+    assert!(log.contains("autolearn=\"spam\""), "{log}");
+    assert!(log.contains("autolearn: batch learnt spam=1 ham=0"), "{log}");
+    let stats = String::from_utf8_lossy(&e.cli(&["bayes", "stats", "--json"]).stdout).into_owned();
+    assert!(stats.contains(r#""totals":{"spam":0,"ham":0}"#), "{stats}");
 }
