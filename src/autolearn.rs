@@ -23,9 +23,9 @@ pub const BATCH: usize = 500;
 /// Longest a queued message waits to be learnt.
 pub const FLUSH_AFTER: Duration = Duration::from_secs(60);
 
-/// Most messages waiting; past it, new ones are not learnt (each holds its features and
-/// 4-grams, up to about 45 KB).
-const QUEUE: usize = 1_000;
+/// Most messages waiting while a batch is learnt; past it, new ones are not learnt (each holds
+/// its features and 4-grams: 20 KB for a corpus message, 45 KB at most).
+const QUEUE: usize = BATCH;
 
 /// Whether a message Bayes would learn as `class` is learnt, given every finding (Bayes's
 /// own included) and the category the policy gave it: only when nothing else makes it doubtful.
@@ -82,7 +82,7 @@ impl Learner {
             if n.is_power_of_two() {
                 tracing::warn!(
                     not_learnt = n,
-                    "autolearn queue full: messages go unlearnt (is `strainer train` holding the store?)"
+                    "autolearn queue full: messages go unlearnt (more mail than the store learns, or `strainer train` holding it)"
                 );
             }
         }

@@ -104,7 +104,7 @@ impl Default for BayesConfig {
             max_seen: 200_000,
             train_passes: DEFAULT_TRAIN_PASSES,
             explain: 0,
-            autolearn: true,
+            autolearn: false,
             autolearn_spam: DEFAULT_AUTOLEARN_SPAM,
             autolearn_ham: DEFAULT_AUTOLEARN_HAM,
         }

@@ -87,7 +87,7 @@ impl E2e {
         std::fs::write(
             &config,
             format!(
-                "[server]\npid_file = \"{}\"\n[clamav]\nenabled = true\naddresses = [\"127.0.0.1:3310\"]\n[quarantine]\ndir = \"{}\"\n[rules]\nheader_checks = [\"{}\"]\n[bayes]\npath = \"{}\"\nmin_spam = 5\nmin_ham = 5\n",
+                "[server]\npid_file = \"{}\"\n[clamav]\nenabled = true\naddresses = [\"127.0.0.1:3310\"]\n[quarantine]\ndir = \"{}\"\n[rules]\nheader_checks = [\"{}\"]\n[bayes]\npath = \"{}\"\nmin_spam = 5\nmin_ham = 5\nautolearn = true\n",
                 self.dir.join("strainer.pid").display(),
                 q.display(),
                 checks.display(),
