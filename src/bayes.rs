@@ -336,7 +336,13 @@ impl Scanner {
         } else {
             None
         };
-        let learn = sure.filter(|_| c.autolearn).map(|class| Item { digest: Digest::of(raw), class, hashes, vector });
+        let learn = sure.filter(|_| c.autolearn).map(|class| {
+            // It waits in autolearning's queue: keep only what it needs.
+            let (mut hashes, mut vector) = (hashes, vector);
+            hashes.shrink_to_fit();
+            vector.shrink_to_fit();
+            Item { digest: Digest::of(raw), class, hashes, vector }
+        });
         Scored { finding: f, learn }
     }
 }

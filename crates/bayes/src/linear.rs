@@ -91,6 +91,13 @@ impl Vector {
         Vector { tokens: vec![bucket], values: (1.0, 0.0), ..Vector::default() }
     }
 
+    /// Gives back the room the 4-gram list was built in (one slot per byte read, most of it
+    /// unused), for a vector kept a while, such as one waiting to be learnt.
+    pub fn shrink_to_fit(&mut self) {
+        self.grams.shrink_to_fit();
+        self.tokens.shrink_to_fit();
+    }
+
     /// Whether nothing was seen.
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty() && self.grams.is_empty()
