@@ -5,26 +5,30 @@
 //! in-process on port 0, with the same code path `strainer serve` uses.
 #![deny(missing_docs)]
 
-/// `print!` for the CLI's output: when the reader has gone away (`strainer ... | head`), the
-/// command ends quietly with success, as Unix tools do, instead of panicking on the closed pipe.
+/// Writes the CLI's output: when the reader has gone away (`strainer ... | head`), the command
+/// ends quietly with success, as Unix tools do, instead of panicking on the closed pipe.
+pub fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        r => r,
+    }
+}
+
+/// `print!` for the CLI's output, through [`write_stdout`].
 #[macro_export]
 macro_rules! out {
     ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let mut stdout = std::io::stdout().lock();
-        if let Err(e) = write!(stdout, $($arg)*).and_then(|()| stdout.flush()) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                std::process::exit(0);
-            }
-        }
+        let _ = $crate::write_stdout(format!($($arg)*).as_bytes());
     }};
 }
 
-/// `println!` for the CLI's output; see [`out!`].
+/// `println!` for the CLI's output, through [`write_stdout`].
 #[macro_export]
 macro_rules! outln {
     () => { $crate::out!("\n") };
-    ($($arg:tt)*) => {{ $crate::out!($($arg)*); $crate::out!("\n") }};
+    ($($arg:tt)*) => { $crate::out!("{}\n", format_args!($($arg)*)) };
 }
 
 pub mod antivirus;

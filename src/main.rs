@@ -509,12 +509,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 QuarantineCmd::Show { id, raw } => {
                     let message = store.message(&id)?;
                     if raw {
-                        use std::io::Write;
-                        match std::io::stdout().write_all(&message) {
-                            // `| head`: the reader went away, as with every other output.
-                            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-                            r => r.context("cannot write to stdout")?,
-                        }
+                        strainer::write_stdout(&message).context("cannot write to stdout")?;
                     } else {
                         strainer::out!("{}", q::render_show(&store.meta(&id)?, &message));
                     }
