@@ -63,9 +63,16 @@ impl<S: Store> Bayes<S> {
     /// Classifies message `raw` (taken apart as `view`); `explain` keeps that many strongest
     /// features with their text.
     pub fn classify(&self, raw: &[u8], view: &View, explain: usize) -> Result<Classified, Error> {
-        let tokens = tokenize(view, &self.options, explain > 0);
-        let vector = Vector::of(&tokens.hashes, raw);
+        let (tokens, vector) = self.features(raw, view, explain > 0);
         self.classify_tokens(&tokens, &vector, explain)
+    }
+
+    /// The features of message `raw` (taken apart as `view`) and its linear vector, with the
+    /// features' text when `names`.
+    pub fn features(&self, raw: &[u8], view: &View, names: bool) -> (Tokens, Vector) {
+        let tokens = tokenize(view, &self.options, names);
+        let vector = Vector::of(&tokens.hashes, raw);
+        (tokens, vector)
     }
 
     /// Classifies already tokenized features and their linear vector.
