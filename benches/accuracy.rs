@@ -305,14 +305,7 @@ fn main() {
             combine_secs += te.elapsed().as_secs_f64();
             s.add_margin(lscale * margin);
             if let Some((spam_at, ham_at)) = autolearn {
-                let class = if s.log_odds >= spam_at {
-                    Some(strainer_bayes::Class::Spam)
-                } else if s.log_odds <= ham_at {
-                    Some(strainer_bayes::Class::Ham)
-                } else {
-                    None
-                };
-                if let Some(c) = class {
+                if let Some(c) = strainer::autolearn::sure(s.log_odds, spam_at, ham_at) {
                     let wrong = (c == strainer_bayes::Class::Spam) != msgs[i].spam;
                     autolearnt = (
                         autolearnt.0 + usize::from(c == strainer_bayes::Class::Spam),

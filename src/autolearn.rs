@@ -29,6 +29,18 @@ pub const FLUSH_AFTER: Duration = Duration::from_secs(60);
 /// its features and 4-grams: 20 KB for a corpus message, 45 KB at most).
 const QUEUE: usize = BATCH;
 
+/// What Bayes is sure enough of to learn a message scoring `score` as: spam at or above
+/// `spam_at`, ham at or below `ham_at` (`bayes.autolearn_spam`, `bayes.autolearn_ham`).
+pub fn sure(score: f64, spam_at: f64, ham_at: f64) -> Option<Class> {
+    if score >= spam_at {
+        Some(Class::Spam)
+    } else if score <= ham_at {
+        Some(Class::Ham)
+    } else {
+        None
+    }
+}
+
 /// Whether a message Bayes would learn as `class` is learnt, given every finding (Bayes's
 /// own included) and the category the policy gave it: only when nothing else makes it doubtful.
 /// Spam: the other scanners took no points away (an administrator's negative rule says the

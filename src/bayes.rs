@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use strainer_bayes::store::{lmdb::Lmdb, redis::Redis};
-use strainer_bayes::{Bayes, Class, Classified, Digest, Expiry, Item, Store, Vector, tokenize};
+use strainer_bayes::{Bayes, Classified, Digest, Expiry, Item, Store, Vector};
 use strainer_mime::View;
 use strainer_types::Finding;
 
@@ -227,8 +227,7 @@ impl Scanner {
     ) -> anyhow::Result<Option<(Classified, Vec<u64>, Vector)>> {
         let Some(store) = self.store()? else { return Ok(None) };
         let b = Bayes { store: &*store, options: self.options.clone(), params: self.params };
-        let tokens = tokenize(view, &b.options, explain > 0);
-        let vector = Vector::of(&tokens.hashes, raw);
+        let (tokens, vector) = b.features(raw, view, explain > 0);
         let classified = b.classify_tokens(&tokens, &vector, explain)?;
         Ok(Some((classified, tokens.hashes, vector)))
     }
@@ -329,13 +328,7 @@ impl Scanner {
             ),
         );
         f.score = Some((l * c.points_per_log_odds).clamp(c.min_points, c.max_points));
-        let sure = if l >= c.autolearn_spam {
-            Some(Class::Spam)
-        } else if l <= c.autolearn_ham {
-            Some(Class::Ham)
-        } else {
-            None
-        };
+        let sure = crate::autolearn::sure(l, c.autolearn_spam, c.autolearn_ham);
         let learn = sure.filter(|_| c.autolearn).map(|class| {
             // It waits in autolearning's queue: keep only what it needs.
             let (mut hashes, mut vector) = (hashes, vector);
