@@ -91,7 +91,7 @@ pub fn render(label: &str, report: &Report, o: &Outcome) -> String {
             let _ = writeln!(s, "  {f}");
         }
     }
-    let _ = writeln!(s, "verdict: {} (score {}) -> {}", o.verdict, o.score, answer(o));
+    let _ = writeln!(s, "verdict: {} (score {:.2}) -> {}", o.verdict, o.score, answer(o));
     if let Some(class) = autolearn(report, o) {
         let _ = writeln!(s, "autolearn: serve would learn it as {class} (bayes.autolearn)");
     }

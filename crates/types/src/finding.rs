@@ -36,7 +36,7 @@ impl fmt::Display for Finding {
             write!(f, " {}", self.detail)?;
         }
         if let Some(s) = self.score {
-            write!(f, " (score {s})")?;
+            write!(f, " (score {s:.2})")?;
         }
         Ok(())
     }
