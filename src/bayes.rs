@@ -141,7 +141,8 @@ impl BayesConfig {
         })
     }
 
-    fn open_lmdb(&self, base: &Path) -> anyhow::Result<Lmdb> {
+    /// Opens (creating) the LMDB store itself, whatever the backend.
+    pub fn open_lmdb(&self, base: &Path) -> anyhow::Result<Lmdb> {
         Lmdb::open(&self.lmdb_path(base), self.map_size_mb.saturating_mul(1 << 20)).map_err(|e| {
             anyhow::anyhow!(
                 "bayes.path: {e} (is the directory writable by this user? `strainer serve` runs as `strainer`)"

@@ -192,6 +192,12 @@ enum BayesCmd {
     },
     /// Apply the size cap now (training does it by itself when over the cap).
     Expire,
+    /// Copy the LMDB store, compacted, into a new directory while `serve` and `train` keep
+    /// running; to restore, stop `serve` and point `bayes.path` at the copy
+    Backup {
+        /// Directory to create for the copy (it must not hold a store already).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -421,14 +427,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Bayes { config: path, command } => {
             let config = load(path.as_ref())?;
-            let store = config.bayes.open(&base_of(path.as_ref()))?;
+            let base = base_of(path.as_ref());
             match command {
-                BayesCmd::Stats { json } => strainer::train_cmd::print_stats(&*store, &config, json),
+                BayesCmd::Stats { json } => {
+                    strainer::train_cmd::print_stats(&*config.bayes.open(&base)?, &config, json)
+                }
                 BayesCmd::Expire => {
+                    let store = config.bayes.open(&base)?;
                     let e = store.expire(&config.bayes.expiry())?;
                     strainer::outln!("expired {} features and {} digests", e.tokens, e.seen);
                     strainer::train_cmd::print_stats(&*store, &config, false)
                 }
+                BayesCmd::Backup { dir } => strainer::train_cmd::backup(&config.bayes, &base, &dir),
             }
         }
         Cmd::Config { command: ConfigCmd::Check { file } } => {

@@ -374,3 +374,51 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
         assert!(out.status.success() && !err.contains("panicked"), "{cmd:?}: {:?} {err}", out.status);
     }
 }
+
+#[test]
+fn a_backup_taken_while_training_is_a_whole_store_of_whole_batches() {
+    let d = tempfile::tempdir().unwrap();
+    synth(&d.path().join("spam"), 3000, true);
+    synth(&d.path().join("ham"), 3000, false);
+    let config = write_config(d.path());
+    let out = strainer(&["bayes", "backup"], &config).arg(d.path().join("early")).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no Bayes store") && err.contains("strainer train"), "{err}");
+    assert!(!d.path().join("store").exists(), "asking for a backup does not create a store");
+
+    let mut trainer = train(&config, &d.path().join("spam"), &d.path().join("ham"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut copies = Vec::new();
+    while trainer.try_wait().unwrap().is_none() {
+        if !d.path().join("store/data.mdb").exists() {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        let dir = d.path().join(format!("copy{}", copies.len()));
+        let out = strainer(&["bayes", "backup"], &config).arg(&dir).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("to restore"));
+        copies.push(dir);
+    }
+    assert!(trainer.wait().unwrap().success());
+    assert!(!copies.is_empty());
+    // Each copy is a store on its own, holding the batches committed when it was taken.
+    for dir in &copies {
+        let c = dir.with_extension("toml");
+        std::fs::write(&c, format!("[bayes]\npath = {:?}\n", dir.display().to_string())).unwrap();
+        let (s, h) = totals(&c);
+        assert!((s + h).is_multiple_of(500) && s + h <= 6000, "{dir:?}: {s} {h}");
+    }
+    // After training, a copy holds everything, and a directory that holds a store is refused.
+    let last = d.path().join("last");
+    assert!(strainer(&["bayes", "backup"], &config).arg(&last).output().unwrap().status.success());
+    std::fs::write(d.path().join("last.toml"), format!("[bayes]\npath = {:?}\n", last.display().to_string())).unwrap();
+    assert_eq!(totals(&d.path().join("last.toml")), (3000, 3000));
+    let out = strainer(&["bayes", "backup"], &config).arg(&last).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a store"));
+}

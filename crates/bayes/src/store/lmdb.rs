@@ -8,6 +8,7 @@
 //! (the `batch` module).
 
 use std::collections::HashMap;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -106,6 +107,50 @@ impl Inner {
         }
         wtxn.commit().map_err(err)?;
         Ok(Inner { env, path: path.to_path_buf(), tokens, seen, meta })
+    }
+
+    /// Writes a consistent, compacted copy of the store into directory `dest` (created when
+    /// missing; it must not hold a store already), while other processes keep reading and
+    /// learning: the copy is of the last commit when it starts. Returns the sizes of the store's
+    /// file and of the copy.
+    pub fn backup(&self, dest: &Path) -> Result<(u64, u64), Error> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| Error::Io { path, source }
+        };
+        std::fs::create_dir_all(dest).map_err(io(dest))?;
+        let target = dest.join("data.mdb");
+        if target.exists() {
+            return Err(Error::Other(format!(
+                "{} already holds a store; give a new or empty directory",
+                dest.display()
+            )));
+        }
+        // Written under another name and renamed once synced: a copy cut short (full disk,
+        // killed) never looks like a store.
+        let partial = dest.join("data.mdb.partial");
+        // Readable by its owner only, as LMDB makes the store itself.
+        let mut file = std::fs::File::options()
+            .mode(0o600)
+            .write(true)
+            .read(true)
+            .create(true)
+            .truncate(true)
+            .open(&partial)
+            .map_err(io(&partial))?;
+        let copied = self
+            .env
+            .copy_to_file(&mut file, heed::CompactionOption::Enabled)
+            .map_err(|e| self.err(e))
+            .and_then(|()| file.sync_all().map_err(io(&partial)));
+        if let Err(e) = copied {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+        std::fs::rename(&partial, &target).map_err(io(&target))?;
+        std::fs::File::open(dest).and_then(|d| d.sync_all()).map_err(io(dest))?;
+        let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        Ok((size(&self.path.join("data.mdb")), size(&target)))
     }
 
     fn err(&self, source: heed::Error) -> Error {
@@ -380,6 +425,39 @@ impl Store for Snapshotted {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_backup_is_a_store_with_the_same_counts_weights_and_memory_of_what_was_learnt() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Lmdb::open(&d.path().join("live"), 1 << 24).unwrap();
+        let spam = Item::new(b"Subject: cheap\r\n\r\nbuy cheap meds now\r\n", Class::Spam, vec![1 << 60, 2 << 60]);
+        let ham = Item::new(b"Subject: lunch\r\n\r\nat noon?\r\n", Class::Ham, vec![3 << 60]);
+        s.learn(&[spam.clone(), ham.clone()], false).unwrap();
+        let dest = d.path().join("copy");
+        let (live_bytes, copy_bytes) = s.backup(&dest).unwrap();
+        assert!(copy_bytes > 0 && copy_bytes <= live_bytes, "{copy_bytes} of {live_bytes}");
+        assert!(!dest.join("data.mdb.partial").exists());
+        let margin = s.margin(&spam.vector).unwrap();
+        assert!(margin > 0.0);
+        // Learning after the backup does not reach the copy.
+        let later = Item::new(b"Subject: later\r\n\r\nmore\r\n", Class::Spam, vec![4 << 60]);
+        s.learn(std::slice::from_ref(&later), false).unwrap();
+
+        let b = Lmdb::open(&dest, 1 << 24).unwrap();
+        let hashes = [1 << 60, 2 << 60, 3 << 60, 4 << 60];
+        let (mut a, mut c) = (Vec::new(), Vec::new());
+        assert_eq!(b.lookup(&hashes, &mut c).unwrap(), Totals { spam: 1, ham: 1 });
+        s.lookup(&hashes, &mut a).unwrap();
+        assert_eq!(c[..3], a[..3]);
+        assert_eq!(c[3], Counts::default());
+        assert_eq!(b.margin(&spam.vector).unwrap(), margin);
+        // The copy remembers what it learnt: the same message again counts once.
+        assert_eq!(b.learn(std::slice::from_ref(&spam), false).unwrap(), vec![Learned::Already]);
+        // A directory that holds a store already is refused, and left as it was.
+        let again = s.backup(&dest).unwrap_err().to_string();
+        assert!(again.contains("already holds a store"), "{again}");
+        assert_eq!(b.stats().unwrap().totals, Totals { spam: 1, ham: 1 });
+    }
 
     #[test]
     fn a_message_learnt_before_the_linear_layer_teaches_it_when_trained_again() {
