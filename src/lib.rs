@@ -34,6 +34,7 @@ macro_rules! outln {
 pub mod antivirus;
 pub mod autolearn;
 pub mod bayes;
+pub mod bayes_cmd;
 pub mod config;
 pub mod decide;
 pub mod filter;

@@ -198,6 +198,18 @@ enum BayesCmd {
         /// Directory to create for the copy (it must not hold a store already).
         dir: PathBuf,
     },
+    /// Write the whole store as text, the same from LMDB and Redis (to move a model between
+    /// them, or keep a copy any version reads); `import` reads it
+    Export {
+        /// File to write (written whole or not at all); standard output without it.
+        file: Option<PathBuf>,
+    },
+    /// Read an export into the configured store, which must be empty (a new bayes.path or
+    /// bayes.redis_prefix)
+    Import {
+        /// The export (`-` for standard input).
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -438,7 +450,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     strainer::outln!("expired {} features and {} digests", e.tokens, e.seen);
                     strainer::train_cmd::print_stats(&*store, &config, false)
                 }
-                BayesCmd::Backup { dir } => strainer::train_cmd::backup(&config.bayes, &base, &dir),
+                BayesCmd::Backup { dir } => strainer::bayes_cmd::backup(&config.bayes, &base, &dir),
+                BayesCmd::Export { file } => strainer::bayes_cmd::export(&config.bayes, &base, file.as_deref()),
+                BayesCmd::Import { file } => {
+                    strainer::bayes_cmd::import(&config.bayes, &base, &file)?;
+                    strainer::train_cmd::print_stats(&*config.bayes.open(&base)?, &config, false)
+                }
             }
         }
         Cmd::Config { command: ConfigCmd::Check { file } } => {

@@ -320,40 +320,6 @@ pub fn summary_line(name: &str, s: &Summary, forget: bool) -> String {
     }
 }
 
-/// `strainer bayes backup DIR`: a consistent, compacted copy of the LMDB store, taken while
-/// `serve` and `train` keep running (copying `data.mdb` by hand during a commit can catch it half
-/// written); says how to restore it.
-pub fn backup(bayes: &crate::bayes::BayesConfig, base: &Path, dir: &Path) -> anyhow::Result<()> {
-    if bayes.backend == crate::bayes::Backend::Redis {
-        anyhow::bail!(
-            "bayes.backend is redis: Redis keeps the model, so back it up there (BGSAVE, then copy its dump.rdb); `strainer bayes backup` copies the LMDB store"
-        );
-    }
-    let path = bayes.lmdb_path(base);
-    if !bayes.store_exists(base) {
-        anyhow::bail!("no Bayes store at {} yet (bayes.path): `strainer train` creates it", path.display());
-    }
-    let store = bayes.open_lmdb(base)?;
-    let started = Instant::now();
-    let (live, copy) = store.backup(dir)?;
-    let mib = |b: u64| b as f64 / (1 << 20) as f64;
-    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    crate::outln!(
-        "backed up {} to {} in {:.1} s ({:.1} MiB, compacted from {:.1} MiB)",
-        path.display(),
-        dir.join("data.mdb").display(),
-        started.elapsed().as_secs_f64(),
-        mib(copy),
-        mib(live)
-    );
-    crate::outln!(
-        "to restore: stop `strainer serve`, set bayes.path to {} (or move its data.mdb into {}), start it again",
-        dir.display(),
-        path.display()
-    );
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

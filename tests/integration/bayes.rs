@@ -422,3 +422,48 @@ fn a_backup_taken_while_training_is_a_whole_store_of_whole_batches() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a store"));
 }
+
+#[test]
+fn an_export_imported_into_a_new_store_scores_the_same_and_bad_files_name_their_line() {
+    let d = tempfile::tempdir().unwrap();
+    synth(&d.path().join("spam"), 40, true);
+    synth(&d.path().join("ham"), 40, false);
+    let config = write_config(d.path());
+    assert!(train(&config, &d.path().join("spam"), &d.path().join("ham")).output().unwrap().status.success());
+    let dump = d.path().join("model.txt");
+    let out = strainer(&["bayes", "export"], &config).arg(&dump).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("exported"), "{}", String::from_utf8_lossy(&out.stdout));
+
+    let other = d.path().join("other.toml");
+    std::fs::write(&other, "[bayes]\npath = \"moved\"\nmin_spam = 5\nmin_ham = 5\n").unwrap();
+    let out = strainer(&["bayes", "import"], &other).arg(&dump).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(totals(&other), (40, 40));
+    let probe = d.path().join("spam/000003.eml");
+    assert_eq!(scanned_margin(&other, &probe), scanned_margin(&config, &probe));
+    // Exported again from the copy, through standard output: the same text.
+    let again = strainer(&["bayes", "export"], &other).output().unwrap();
+    assert_eq!(again.stdout, std::fs::read(&dump).unwrap());
+    // The copy remembers what was learnt: training the same mail again counts nothing.
+    let out = train(&other, &d.path().join("spam"), &d.path().join("ham")).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("spam: 0 learnt, 40 already learnt"));
+
+    // Into a store that holds something, or from a file that is not an export: refused, saying why.
+    let err = |out: std::process::Output| {
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = err(strainer(&["bayes", "import"], &other).arg(&dump).output().unwrap());
+    assert!(e.contains("not empty"), "{e}");
+    let fresh = d.path().join("fresh.toml");
+    std::fs::write(&fresh, "[bayes]\npath = \"fresh\"\n").unwrap();
+    let e = err(strainer(&["bayes", "import"], &fresh).arg(&probe).output().unwrap());
+    assert!(e.contains(":1:") && e.contains("strainer bayes export"), "{e}");
+    let text = std::fs::read_to_string(&dump).unwrap();
+    let broken = d.path().join("broken.txt");
+    std::fs::write(&broken, text.replacen("\nf ", "\nf zz", 1)).unwrap();
+    let e = err(strainer(&["bayes", "import"], &fresh).arg(&broken).output().unwrap());
+    assert!(e.contains("broken.txt:3:") && e.contains("16 hex digits"), "{e}");
+    assert_eq!(totals(&fresh), (0, 0), "a refused import leaves the store empty");
+}

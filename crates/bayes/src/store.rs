@@ -12,6 +12,7 @@
 //! features when the store holds more than its cap.
 
 mod batch;
+pub mod dump;
 pub mod lmdb;
 pub mod redis;
 mod table;
@@ -21,6 +22,8 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 use xxhash_rust::xxh3::xxh3_128;
+
+pub use dump::Entry;
 
 use crate::linear::{self, Vector};
 use crate::model::{Counts, Params, Totals};
@@ -228,6 +231,27 @@ pub trait Store: Send + Sync {
     fn stats(&self) -> Result<Stats, Error>;
     /// Applies the cap now.
     fn expire(&self, limits: &Expiry) -> Result<Expired, Error>;
+    /// Hands every record the store holds to `each`, all from one state of the store: the
+    /// totals first, then features, messages learnt and weights.
+    fn export(&self, each: &mut dyn FnMut(Entry) -> Result<(), Error>) -> Result<(), Error>;
+    /// Writes `entries` (an export, from any store) into this store, which must be empty.
+    fn import(&self, entries: &[Entry]) -> Result<(), Error>;
+}
+
+/// The error for importing into a store that holds something already.
+fn not_empty(what: &str) -> Error {
+    Error::Other(format!(
+        "{what} is not empty: import into a new store (a new bayes.path, or a new bayes.redis_prefix)"
+    ))
+}
+
+/// The totals of an import; an export always has them, so a file without them was cut short or
+/// is something else.
+fn imported_totals(entries: &[Entry]) -> Result<Totals, Error> {
+    entries
+        .iter()
+        .find_map(|e| if let Entry::Totals(t) = e { Some(*t) } else { None })
+        .ok_or_else(|| Error::Other("the import has no totals line: not a whole export".into()))
 }
 
 /// Hashes feature keys by taking them as they are: they are xxh3 outputs already, so SipHash
@@ -477,6 +501,54 @@ impl Store for Memory {
         }
         Ok(done)
     }
+
+    fn export(&self, each: &mut dyn FnMut(Entry) -> Result<(), Error>) -> Result<(), Error> {
+        let m = self.lock()?;
+        each(Entry::Totals(m.totals))?;
+        let mut tokens: Vec<(&u64, &Record)> = m.tokens.iter().collect();
+        tokens.sort_unstable_by_key(|t| *t.0);
+        for (h, r) in tokens {
+            each(Entry::Feature(*h, *r))?;
+        }
+        for (d, &(class, day, step)) in &m.seen {
+            each(Entry::Seen(d.0, class, day, Some(step)))?;
+        }
+        for (b, &w) in m.weights.iter().enumerate() {
+            if w != 0.0 {
+                each(Entry::Weight(b as u32, w))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn import(&self, entries: &[Entry]) -> Result<(), Error> {
+        let totals = imported_totals(entries)?;
+        let mut m = self.lock()?;
+        if m.totals != Totals::default() || !m.tokens.is_empty() || !m.seen.is_empty() {
+            return Err(not_empty("the memory store"));
+        }
+        for e in entries {
+            match *e {
+                Entry::Totals(_) => {}
+                Entry::Feature(h, r) => {
+                    m.tokens.insert(h, r);
+                }
+                Entry::Seen(d, class, day, step) => {
+                    m.seen.insert(Digest(d), (class, day, step.unwrap_or(0.0)));
+                }
+                Entry::Weight(b, w) => {
+                    if m.weights.is_empty() {
+                        m.weights = vec![0.0; linear::DIM];
+                    }
+                    if let Some(slot) = m.weights.get_mut(b as usize) {
+                        *slot = w;
+                    }
+                }
+            }
+        }
+        m.totals = totals;
+        Ok(())
+    }
 }
 
 impl<S: Store + ?Sized> Store for &S {
@@ -500,5 +572,11 @@ impl<S: Store + ?Sized> Store for &S {
     }
     fn expire(&self, limits: &Expiry) -> Result<Expired, Error> {
         (**self).expire(limits)
+    }
+    fn export(&self, each: &mut dyn FnMut(Entry) -> Result<(), Error>) -> Result<(), Error> {
+        (**self).export(each)
+    }
+    fn import(&self, entries: &[Entry]) -> Result<(), Error> {
+        (**self).import(entries)
     }
 }

@@ -196,6 +196,54 @@ fn cap(s: &dyn Store) {
     assert_eq!(s.expire(&Expiry { max_tokens: 40, max_seen: 20 }).unwrap().tokens, 0);
 }
 
+/// What `from` exports, `to` imports: the same counts, totals, margins and memory of what was
+/// learnt (so the same message again counts once, and forgetting it takes back its step), and
+/// an export of the copy is the export it came from. A store that holds something refuses.
+fn transfer(from: &dyn Store, to: &dyn Store) {
+    let raw = b"Subject: cheap meds\r\n\r\nbuy cheap meds online now\r\n";
+    let spam = Item { vector: spread(&[11, 12, 14], raw), ..item(9, Class::Spam, &[11, 12, 14]) };
+    let ham = Item {
+        vector: spread(&[13, 14], b"Subject: minutes\r\n\r\nthe meeting notes\r\n"),
+        ..item(10, Class::Ham, &[13, 14])
+    };
+    from.learn(&[spam.clone(), ham.clone()], false).unwrap();
+    let mut dump = Vec::new();
+    from.export(&mut |e| {
+        dump.push(e);
+        Ok(())
+    })
+    .unwrap();
+    assert!(matches!(dump[0], strainer_bayes::store::Entry::Totals(_)), "{:?}", dump[0]);
+    to.import(&dump).unwrap();
+    let hashes = [11, 12, 13, 14, 15];
+    assert_eq!(counts(to, &hashes), counts(from, &hashes));
+    for x in [&spam.vector, &ham.vector] {
+        assert_eq!(to.margin(x).unwrap(), from.margin(x).unwrap());
+    }
+    let (a, b) = (from.stats().unwrap(), to.stats().unwrap());
+    assert_eq!((a.totals, a.tokens, a.seen, a.weights), (b.totals, b.tokens, b.seen, b.weights));
+    let mut again = Vec::new();
+    to.export(&mut |e| {
+        again.push(e);
+        Ok(())
+    })
+    .unwrap();
+    let sorted = |mut v: Vec<strainer_bayes::store::Entry>| {
+        v.sort_by_key(|e| e.to_line());
+        v
+    };
+    assert_eq!(sorted(again), sorted(dump.clone()));
+    let err = to.import(&dump).unwrap_err().to_string();
+    assert!(err.contains("not empty"), "{err}");
+    assert_eq!(to.learn(std::slice::from_ref(&spam), false).unwrap(), vec![Learned::Already]);
+    to.learn(&[spam.clone(), ham.clone()], true).unwrap();
+    assert_eq!(counts(to, &hashes).1, Totals::default());
+    assert!(to.margin(&spam.vector).unwrap().abs() < 1e-4);
+    // An export cut before its totals is refused.
+    let err = Memory::new().import(&dump[1..]).unwrap_err().to_string();
+    assert!(err.contains("totals"), "{err}");
+}
+
 #[test]
 fn memory_contract() {
     contract(&Memory::new());
@@ -203,6 +251,7 @@ fn memory_contract() {
     linear(&Memory::new());
     on_top_of_fisher(&Memory::new());
     revisits(&Memory::new());
+    transfer(&Memory::new(), &Memory::new());
 }
 
 #[test]
@@ -214,6 +263,8 @@ fn lmdb_contract() {
     on_top_of_fisher(&Lmdb::open(&d.path().join("f"), 1 << 24).unwrap());
     on_top_of_fisher(&Snapshotted::new(Lmdb::open(&d.path().join("g"), 1 << 24).unwrap()));
     revisits(&Lmdb::open(&d.path().join("r"), 1 << 24).unwrap());
+    transfer(&Lmdb::open(&d.path().join("x"), 1 << 24).unwrap(), &Lmdb::open(&d.path().join("y"), 1 << 24).unwrap());
+    transfer(&Memory::new(), &Snapshotted::new(Lmdb::open(&d.path().join("z"), 1 << 24).unwrap()));
 }
 
 #[test]
@@ -279,6 +330,9 @@ fn redis_contract() {
     linear(&redis_store("strainer-test-l"));
     on_top_of_fisher(&redis_store("strainer-test-f"));
     revisits(&redis_store("strainer-test-r"));
+    let d = tempfile::tempdir().unwrap();
+    transfer(&Lmdb::open(&d.path().join("x"), 1 << 24).unwrap(), &redis_store("strainer-test-x"));
+    transfer(&redis_store("strainer-test-y"), &Lmdb::open(&d.path().join("y"), 1 << 24).unwrap());
 }
 
 #[test]

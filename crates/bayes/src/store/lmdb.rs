@@ -16,7 +16,7 @@ use heed::byteorder::NativeEndian;
 use heed::types::{Bytes, U64};
 use heed::{Database, Env, EnvOpenOptions, IntegerComparator, RoTxn};
 
-use super::{Error, Expired, Expiry, Item, Learned, Record, Stats, Store, expiry_victims, today};
+use super::{Entry, Error, Expired, Expiry, Item, Learned, Record, Stats, Store, expiry_victims, today};
 use crate::linear::{self, Vector};
 use crate::model::{Counts, Params, Totals};
 use crate::store::Class;
@@ -309,6 +309,71 @@ impl Store for Lmdb {
         wtxn.commit().map_err(|e| self.err(e))?;
         Ok(done)
     }
+
+    fn export(&self, each: &mut dyn FnMut(Entry) -> Result<(), Error>) -> Result<(), Error> {
+        // One read transaction: the export is of one commit, whatever trainers do meanwhile.
+        let txn = self.env.read_txn().map_err(|e| self.err(e))?;
+        each(Entry::Totals(self.totals(&txn)?))?;
+        for kv in self.tokens.iter(&txn).map_err(|e| self.err(e))? {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            if let Some(r) = Record::decode(v) {
+                each(Entry::Feature(k, r))?;
+            }
+        }
+        for kv in self.seen.iter(&txn).map_err(|e| self.err(e))? {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            let (Ok(digest), Some((class, step))) = (<[u8; 16]>::try_from(k), decode_seen(v)) else { continue };
+            let day = v.get(1..5).and_then(|s| s.try_into().ok()).map_or(0, u32::from_le_bytes);
+            each(Entry::Seen(digest, class, day, step))?;
+        }
+        let weights = linear::decode(self.meta.get(&txn, LINEAR).map_err(|e| self.err(e))?);
+        for (b, &w) in weights.iter().enumerate() {
+            if w != 0.0 {
+                each(Entry::Weight(b as u32, w))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn import(&self, entries: &[Entry]) -> Result<(), Error> {
+        let totals = super::imported_totals(entries)?;
+        // One write transaction: a failed import leaves the store as empty as it was.
+        let mut wtxn = self.env.write_txn().map_err(|e| self.err(e))?;
+        let empty = self.tokens.is_empty(&wtxn).map_err(|e| self.err(e))?
+            && self.seen.is_empty(&wtxn).map_err(|e| self.err(e))?
+            && self.totals(&wtxn)? == Totals::default();
+        if !empty {
+            return Err(super::not_empty(&format!("the store in {}", self.path.display())));
+        }
+        let mut weights: Vec<f32> = Vec::new();
+        for e in entries {
+            match *e {
+                Entry::Totals(_) => {}
+                Entry::Feature(h, r) => self.tokens.put(&mut wtxn, &h, &r.encode()).map_err(|e| self.err(e))?,
+                Entry::Seen(digest, class, day, step) => {
+                    let mut v = vec![class.byte()];
+                    v.extend_from_slice(&day.to_le_bytes());
+                    if let Some(step) = step {
+                        v.extend_from_slice(&step.to_le_bytes());
+                    }
+                    self.seen.put(&mut wtxn, &digest, &v).map_err(|e| self.err(e))?;
+                }
+                Entry::Weight(b, w) => {
+                    if weights.is_empty() {
+                        weights = vec![0.0; linear::DIM];
+                    }
+                    if let Some(slot) = weights.get_mut(b as usize) {
+                        *slot = w;
+                    }
+                }
+            }
+        }
+        if !weights.is_empty() {
+            self.meta.put(&mut wtxn, LINEAR, &linear::encode(&weights)).map_err(|e| self.err(e))?;
+        }
+        self.meta.put(&mut wtxn, TOTALS, &encode_totals(totals)).map_err(|e| self.err(e))?;
+        wtxn.commit().map_err(|e| self.err(e))
+    }
 }
 
 /// An LMDB store read through an in-memory copy of its feature table, for `serve`: a lookup
@@ -418,6 +483,14 @@ impl Store for Snapshotted {
 
     fn expire(&self, limits: &Expiry) -> Result<Expired, Error> {
         self.lmdb.expire(limits)
+    }
+
+    fn export(&self, each: &mut dyn FnMut(Entry) -> Result<(), Error>) -> Result<(), Error> {
+        self.lmdb.export(each)
+    }
+
+    fn import(&self, entries: &[Entry]) -> Result<(), Error> {
+        self.lmdb.import(entries)
     }
 }
 

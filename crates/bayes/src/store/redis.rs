@@ -21,7 +21,7 @@ use std::time::Duration;
 use redis::{Commands, Connection, FromRedisValue};
 
 use super::batch::{self, Batch, Seen, Touched};
-use super::{Class, Error, Expired, Expiry, Item, Learned, Record, Stats, Store, expiry_victims, today};
+use super::{Class, Entry, Error, Expired, Expiry, Item, Learned, Record, Stats, Store, expiry_victims, today};
 use crate::linear::{self, Vector};
 use crate::model::{Counts, Params, Totals};
 
@@ -164,6 +164,63 @@ impl Redis {
             }
         };
         Ok(x.dot(|i| dense.get(i as usize).copied().unwrap_or(0.0)))
+    }
+}
+
+/// Most times an export is read again because the store changed while it was read.
+const EXPORT_ATTEMPTS: usize = 5;
+
+/// What moves when a host learns or expires: the weights' version, the totals, the sizes.
+type State = (Option<u64>, (Option<u64>, Option<u64>), u64, u64);
+
+impl Redis {
+    fn state(&self, c: &mut Connection) -> redis::RedisResult<State> {
+        let mut p = redis::pipe();
+        p.atomic();
+        p.get(self.key("wver"));
+        p.hget(self.key("totals"), &["spam", "ham"]);
+        p.hlen(self.key("d"));
+        p.hlen(self.key("seen"));
+        p.query(c)
+    }
+
+    /// Every record, features in hash order.
+    fn read_all(&self, c: &mut Connection) -> redis::RedisResult<Vec<Entry>> {
+        let tot: (Option<u64>, Option<u64>) = c.hget(self.key("totals"), &["spam", "ham"])?;
+        let mut out = vec![Entry::Totals(Redis::totals_of(tot))];
+        let mut features: std::collections::BTreeMap<u64, Record> = std::collections::BTreeMap::new();
+        for (key, slot) in [("s", 0), ("h", 1), ("d", 2)] {
+            for (f, v) in c.hscan::<_, (Vec<u8>, u32)>(self.key(key))? {
+                let Ok(b) = <[u8; 8]>::try_from(f.as_slice()) else { continue };
+                let r = features.entry(u64::from_be_bytes(b)).or_default();
+                match slot {
+                    0 => r.counts.spam = v,
+                    1 => r.counts.ham = v,
+                    _ => r.day = v,
+                }
+            }
+        }
+        out.extend(features.into_iter().map(|(k, r)| Entry::Feature(k, r)));
+        // Digests in order too, as LMDB gives them: an export reads the same from either store.
+        let mut seen: Vec<Entry> = Vec::new();
+        for (f, v) in c.hscan::<_, (Vec<u8>, Vec<u8>)>(self.key("seen"))? {
+            if let (Ok(d), Some(((class, step), day))) = (<[u8; 16]>::try_from(f.as_slice()), decode_seen(&v)) {
+                seen.push(Entry::Seen(d, class, day, step));
+            }
+        }
+        seen.sort_unstable_by_key(|e| if let Entry::Seen(d, ..) = e { *d } else { [0; 16] });
+        out.extend(seen);
+        let mut weights: Vec<(u32, f32)> = Vec::new();
+        for (f, w) in c.hgetall::<_, Vec<(Vec<u8>, f64)>>(self.key("w"))? {
+            if let Ok(b) = <[u8; 4]>::try_from(f.as_slice())
+                && w != 0.0
+            {
+                weights.push((u32::from_be_bytes(b), w as f32));
+            }
+        }
+        weights.sort_unstable_by_key(|w| w.0);
+        out.extend(weights.into_iter().map(|(b, w)| Entry::Weight(b, w)));
+        Ok(out)
     }
 }
 
@@ -468,5 +525,77 @@ impl Store for Redis {
             }
             Ok(done)
         })
+    }
+
+    fn export(&self, each: &mut dyn FnMut(Entry) -> Result<(), Error>) -> Result<(), Error> {
+        // Redis cannot scan several hashes as of one moment, so the export is taken again when
+        // a host learnt or expired while it was read (the version, totals and sizes moved).
+        for _ in 0..EXPORT_ATTEMPTS {
+            let before = self.with(|c| self.state(c))?;
+            let entries = self.with(|c| self.read_all(c))?;
+            if self.with(|c| self.state(c))? == before {
+                return entries.into_iter().try_for_each(each);
+            }
+        }
+        Err(Error::Other(format!(
+            "the store under {} kept changing while it was read ({EXPORT_ATTEMPTS} tries): export while no host trains",
+            self.prefix
+        )))
+    }
+
+    fn import(&self, entries: &[Entry]) -> Result<(), Error> {
+        let totals = super::imported_totals(entries)?;
+        let keys: Vec<String> = ["s", "h", "d", "seen", "w", "totals"].map(|k| self.key(k)).to_vec();
+        if self.with(|c| redis::cmd("EXISTS").arg(&keys).query::<u64>(c))? > 0 {
+            return Err(super::not_empty(&format!("the store under {}", self.prefix)));
+        }
+        // Written a chunk at a time, the totals last: until then the store reads as untrained.
+        let written = entries.chunks(CHUNK).try_for_each(|chunk| {
+            let (mut s, mut h, mut d, mut seen, mut w) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for e in chunk {
+                match *e {
+                    Entry::Totals(_) => {}
+                    Entry::Feature(k, r) => {
+                        let f = k.to_be_bytes();
+                        if r.counts.spam > 0 {
+                            s.push((f, r.counts.spam));
+                        }
+                        if r.counts.ham > 0 {
+                            h.push((f, r.counts.ham));
+                        }
+                        d.push((f, r.day));
+                    }
+                    Entry::Seen(digest, class, day, step) => {
+                        let c = char::from(class.byte());
+                        let v = step.map_or_else(|| format!("{c}{day}"), |a| format!("{c}{day}|{a}"));
+                        seen.push((digest, v));
+                    }
+                    Entry::Weight(b, v) => w.push((b.to_be_bytes(), v.to_string())),
+                }
+            }
+            let mut p = redis::pipe();
+            hset(&mut p, &self.key("s"), s);
+            hset(&mut p, &self.key("h"), h);
+            hset(&mut p, &self.key("d"), d);
+            hset(&mut p, &self.key("seen"), seen);
+            hset(&mut p, &self.key("w"), w);
+            self.with(|c| p.query::<()>(c))
+        });
+        written
+            .and_then(|()| {
+                self.with(|c| {
+                    let mut p = redis::pipe();
+                    p.atomic();
+                    p.hset_multiple(self.key("totals"), &[("spam", totals.spam), ("ham", totals.ham)]).ignore();
+                    p.incr(self.key("wver"), 1).ignore();
+                    p.query::<()>(c)
+                })
+            })
+            .map_err(|e| {
+                Error::Other(format!(
+                    "the import stopped part way ({e}): delete the keys under {}: and import again",
+                    self.prefix
+                ))
+            })
     }
 }

@@ -1,0 +1,172 @@
+//! `strainer bayes backup`, `export` and `import`: copies of the Bayes store, for safekeeping and
+//! for moving a model between LMDB and Redis.
+
+use std::io::{BufRead as _, Write as _};
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use strainer_bayes::store::{Entry, dump};
+
+use crate::bayes::{Backend, BayesConfig};
+
+/// `strainer bayes backup DIR`: a consistent, compacted copy of the LMDB store, taken while
+/// `serve` and `train` keep running (copying `data.mdb` by hand during a commit can catch it half
+/// written); says how to restore it.
+pub fn backup(bayes: &BayesConfig, base: &Path, dir: &Path) -> anyhow::Result<()> {
+    if bayes.backend == Backend::Redis {
+        anyhow::bail!(
+            "bayes.backend is redis: Redis keeps the model, so back it up there (BGSAVE, then copy its dump.rdb); `strainer bayes backup` copies the LMDB store"
+        );
+    }
+    let path = bayes.lmdb_path(base);
+    if !bayes.store_exists(base) {
+        anyhow::bail!("no Bayes store at {} yet (bayes.path): `strainer train` creates it", path.display());
+    }
+    let store = bayes.open_lmdb(base)?;
+    let started = Instant::now();
+    let (live, copy) = store.backup(dir)?;
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    crate::outln!(
+        "backed up {} to {} in {:.1} s ({:.1} MiB, compacted from {:.1} MiB)",
+        path.display(),
+        dir.join("data.mdb").display(),
+        started.elapsed().as_secs_f64(),
+        mib(copy),
+        mib(live)
+    );
+    crate::outln!(
+        "to restore: stop `strainer serve`, set bayes.path to {} (or move its data.mdb into {}), start it again",
+        dir.display(),
+        path.display()
+    );
+    Ok(())
+}
+
+/// The store named by the configuration, for reading: an LMDB store must exist already.
+fn existing(bayes: &BayesConfig, base: &Path) -> anyhow::Result<std::sync::Arc<dyn strainer_bayes::Store>> {
+    if !bayes.store_exists(base) {
+        anyhow::bail!(
+            "no Bayes store at {} yet (bayes.path): `strainer train` creates it",
+            bayes.lmdb_path(base).display()
+        );
+    }
+    bayes.open(base)
+}
+
+/// `strainer bayes export [FILE]`: every record of the store as text (stdout without FILE).
+pub fn export(bayes: &BayesConfig, base: &Path, file: Option<&Path>) -> anyhow::Result<()> {
+    let store = existing(bayes, base)?;
+    let mut text = String::with_capacity(1 << 16);
+    text.push_str(dump::HEADER);
+    text.push('\n');
+    let mut n = (0u64, 0u64, 0u64);
+    let started = Instant::now();
+    match file {
+        None => {
+            store.export(&mut |e| {
+                count(&mut n, &e);
+                text.push_str(&e.to_line());
+                text.push('\n');
+                if text.len() >= 1 << 16 {
+                    crate::write_stdout(text.as_bytes()).map_err(io("stdout"))?;
+                    text.clear();
+                }
+                Ok(())
+            })?;
+            crate::write_stdout(text.as_bytes()).map_err(io("stdout"))?;
+        }
+        Some(path) => {
+            // Written under another name and renamed once synced: an export cut short never
+            // takes the place of a whole one.
+            let partial = path.with_extension("partial");
+            let f = std::fs::File::create(&partial).with_context(|| format!("{}", partial.display()))?;
+            let mut w = std::io::BufWriter::new(f);
+            let name = partial.display().to_string();
+            w.write_all(text.as_bytes()).map_err(io(&name))?;
+            let written = store.export(&mut |e| {
+                count(&mut n, &e);
+                writeln!(w, "{}", e.to_line()).map_err(io(&name))
+            });
+            let synced = written.map_err(anyhow::Error::from).and_then(|()| {
+                let f = w.into_inner().map_err(|e| anyhow::anyhow!("{name}: {}", e.error()))?;
+                f.sync_all().with_context(|| name.clone())
+            });
+            if let Err(e) = synced {
+                let _ = std::fs::remove_file(&partial);
+                return Err(e);
+            }
+            std::fs::rename(&partial, path).with_context(|| format!("{}", path.display()))?;
+            crate::outln!(
+                "exported {} features, {} messages learnt and {} weights to {} in {:.1} s",
+                n.0,
+                n.1,
+                n.2,
+                path.display(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn io(what: &str) -> impl Fn(std::io::Error) -> strainer_bayes::Error + '_ {
+    move |source| strainer_bayes::Error::Io { path: what.to_string(), source }
+}
+
+fn count(n: &mut (u64, u64, u64), e: &Entry) {
+    match e {
+        Entry::Feature(..) => n.0 += 1,
+        Entry::Seen(..) => n.1 += 1,
+        Entry::Weight(..) => n.2 += 1,
+        Entry::Totals(_) => {}
+    }
+}
+
+/// `strainer bayes import FILE` (`-`: stdin): an export into the configured store, which must
+/// be empty.
+pub fn import(bayes: &BayesConfig, base: &Path, file: &Path) -> anyhow::Result<()> {
+    let name = if file == Path::new("-") { "stdin".to_string() } else { file.display().to_string() };
+    let reader: Box<dyn std::io::BufRead> = if file == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(std::fs::File::open(file).with_context(|| name.clone())?))
+    };
+    let mut entries = Vec::new();
+    let mut n = (0u64, 0u64, 0u64);
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("{name}:{}", i + 1))?;
+        if i == 0 {
+            if line.trim_end() != dump::HEADER {
+                anyhow::bail!(
+                    "{name}:1: not a strainer Bayes export (it starts with {:?}, not {:?}); make one with `strainer bayes export`",
+                    line.chars().take(40).collect::<String>(),
+                    dump::HEADER
+                );
+            }
+            continue;
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let e = Entry::parse(&line).map_err(|why| anyhow::anyhow!("{name}:{}: {why}", i + 1))?;
+        count(&mut n, &e);
+        entries.push(e);
+    }
+    let started = Instant::now();
+    let store = bayes.open(base)?;
+    store.import(&entries)?;
+    let target = match bayes.backend {
+        Backend::Lmdb => bayes.lmdb_path(base).display().to_string(),
+        Backend::Redis => format!("{} under {}", bayes.redis_url, bayes.redis_prefix),
+    };
+    crate::outln!(
+        "imported {} features, {} messages learnt and {} weights into {target} in {:.1} s",
+        n.0,
+        n.1,
+        n.2,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
