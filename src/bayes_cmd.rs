@@ -20,9 +20,7 @@ pub fn backup(bayes: &BayesConfig, base: &Path, dir: &Path) -> anyhow::Result<()
         );
     }
     let path = bayes.lmdb_path(base);
-    if !bayes.store_exists(base) {
-        anyhow::bail!("no Bayes store at {} yet (bayes.path): `strainer train` creates it", path.display());
-    }
+    must_exist(bayes, base)?;
     let store = bayes.open_lmdb(base)?;
     let started = Instant::now();
     let (live, copy) = store.backup(dir)?;
@@ -44,20 +42,22 @@ pub fn backup(bayes: &BayesConfig, base: &Path, dir: &Path) -> anyhow::Result<()
     Ok(())
 }
 
-/// The store named by the configuration, for reading: an LMDB store must exist already.
-fn existing(bayes: &BayesConfig, base: &Path) -> anyhow::Result<std::sync::Arc<dyn strainer_bayes::Store>> {
+/// Fails, with advice, when the configured LMDB store was never created (opening it would
+/// create an empty one).
+fn must_exist(bayes: &BayesConfig, base: &Path) -> anyhow::Result<()> {
     if !bayes.store_exists(base) {
         anyhow::bail!(
             "no Bayes store at {} yet (bayes.path): `strainer train` creates it",
             bayes.lmdb_path(base).display()
         );
     }
-    bayes.open(base)
+    Ok(())
 }
 
 /// `strainer bayes export [FILE]`: every record of the store as text (stdout without FILE).
 pub fn export(bayes: &BayesConfig, base: &Path, file: Option<&Path>) -> anyhow::Result<()> {
-    let store = existing(bayes, base)?;
+    must_exist(bayes, base)?;
+    let store = bayes.open(base)?;
     let mut text = String::with_capacity(1 << 16);
     text.push_str(dump::HEADER);
     text.push('\n');

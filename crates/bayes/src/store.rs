@@ -529,22 +529,17 @@ impl Store for Memory {
         }
         for e in entries {
             match *e {
-                Entry::Totals(_) => {}
                 Entry::Feature(h, r) => {
                     m.tokens.insert(h, r);
                 }
                 Entry::Seen(d, class, day, step) => {
                     m.seen.insert(Digest(d), (class, day, step.unwrap_or(0.0)));
                 }
-                Entry::Weight(b, w) => {
-                    if m.weights.is_empty() {
-                        m.weights = vec![0.0; linear::DIM];
-                    }
-                    if let Some(slot) = m.weights.get_mut(b as usize) {
-                        *slot = w;
-                    }
-                }
+                Entry::Totals(_) | Entry::Weight(..) => {}
             }
+        }
+        if let Some(w) = dump::dense_weights(entries) {
+            m.weights = w;
         }
         m.totals = totals;
         Ok(())

@@ -101,6 +101,21 @@ impl Entry {
     }
 }
 
+/// The linear layer's weights in `entries` as a dense table, or `None` when there are none
+/// (a store from before the layer, or one never trained).
+pub fn dense_weights(entries: &[Entry]) -> Option<Vec<f32>> {
+    let mut dense: Option<Vec<f32>> = None;
+    for e in entries {
+        if let Entry::Weight(b, w) = *e {
+            let table = dense.get_or_insert_with(|| vec![0.0; crate::linear::DIM]);
+            if let Some(slot) = table.get_mut(b as usize) {
+                *slot = w;
+            }
+        }
+    }
+    dense
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -198,6 +198,17 @@ fn decode_seen(v: &[u8]) -> Option<(Class, Option<f32>)> {
     Some((class, alpha))
 }
 
+/// The inverse of [`decode_seen`]: class byte, day, and the step when there is one.
+fn encode_seen(class: Class, day: u32, step: Option<f32>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(9);
+    v.push(class.byte());
+    v.extend_from_slice(&day.to_le_bytes());
+    if let Some(step) = step {
+        v.extend_from_slice(&step.to_le_bytes());
+    }
+    v
+}
+
 fn encode_totals(t: Totals) -> [u8; 16] {
     let mut b = [0u8; 16];
     b[..8].copy_from_slice(&t.spam.to_le_bytes());
@@ -236,10 +247,7 @@ impl Store for Lmdb {
         for (digest, class) in learnt.seen {
             match class {
                 Some((c, alpha)) => {
-                    let mut v = [0u8; 9];
-                    v[0] = c.byte();
-                    v[1..5].copy_from_slice(&day.to_le_bytes());
-                    v[5..].copy_from_slice(&alpha.unwrap_or(0.0).to_le_bytes());
+                    let v = encode_seen(c, day, Some(alpha.unwrap_or(0.0)));
                     self.seen.put(&mut wtxn, &digest, &v).map_err(|e| self.err(e))?;
                 }
                 None => {
@@ -345,30 +353,16 @@ impl Store for Lmdb {
         if !empty {
             return Err(super::not_empty(&format!("the store in {}", self.path.display())));
         }
-        let mut weights: Vec<f32> = Vec::new();
         for e in entries {
             match *e {
-                Entry::Totals(_) => {}
                 Entry::Feature(h, r) => self.tokens.put(&mut wtxn, &h, &r.encode()).map_err(|e| self.err(e))?,
                 Entry::Seen(digest, class, day, step) => {
-                    let mut v = vec![class.byte()];
-                    v.extend_from_slice(&day.to_le_bytes());
-                    if let Some(step) = step {
-                        v.extend_from_slice(&step.to_le_bytes());
-                    }
-                    self.seen.put(&mut wtxn, &digest, &v).map_err(|e| self.err(e))?;
+                    self.seen.put(&mut wtxn, &digest, &encode_seen(class, day, step)).map_err(|e| self.err(e))?;
                 }
-                Entry::Weight(b, w) => {
-                    if weights.is_empty() {
-                        weights = vec![0.0; linear::DIM];
-                    }
-                    if let Some(slot) = weights.get_mut(b as usize) {
-                        *slot = w;
-                    }
-                }
+                Entry::Totals(_) | Entry::Weight(..) => {}
             }
         }
-        if !weights.is_empty() {
+        if let Some(weights) = super::dump::dense_weights(entries) {
             self.meta.put(&mut wtxn, LINEAR, &linear::encode(&weights)).map_err(|e| self.err(e))?;
         }
         self.meta.put(&mut wtxn, TOTALS, &encode_totals(totals)).map_err(|e| self.err(e))?;

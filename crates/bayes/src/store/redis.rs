@@ -282,10 +282,7 @@ impl Redis {
         let mut del: Vec<[u8; 16]> = Vec::new();
         for (digest, now) in learnt.seen {
             match now {
-                // "s20412|0.83": class, day, linear step (the layout stores already hold).
-                Some((class, alpha)) => {
-                    set.push((digest, format!("{}{day}|{}", char::from(class.byte()), alpha.unwrap_or(0.0))));
-                }
+                Some((class, alpha)) => set.push((digest, encode_seen(class, day, Some(alpha.unwrap_or(0.0))))),
                 None => del.push(digest),
             }
         }
@@ -378,6 +375,13 @@ fn hdel<F: AsRef<[u8]>>(p: &mut redis::Pipeline, key: &str, fields: Vec<F>) {
         }
         p.ignore();
     }
+}
+
+/// The inverse of [`decode_seen`]: "s20412|0.83" (class, day, linear step), or "s20412" without
+/// a step.
+fn encode_seen(class: Class, day: u32, step: Option<f32>) -> String {
+    let c = char::from(class.byte());
+    step.map_or_else(|| format!("{c}{day}"), |a| format!("{c}{day}|{a}"))
 }
 
 /// A `:seen` value, "s20412" (learnt before the linear layer) or "s20412|0.83": what is
@@ -565,11 +569,7 @@ impl Store for Redis {
                         }
                         d.push((f, r.day));
                     }
-                    Entry::Seen(digest, class, day, step) => {
-                        let c = char::from(class.byte());
-                        let v = step.map_or_else(|| format!("{c}{day}"), |a| format!("{c}{day}|{a}"));
-                        seen.push((digest, v));
-                    }
+                    Entry::Seen(digest, class, day, step) => seen.push((digest, encode_seen(class, day, step))),
                     Entry::Weight(b, v) => w.push((b.to_be_bytes(), v.to_string())),
                 }
             }
