@@ -281,6 +281,57 @@ fn lmdb_read_through_a_snapshot_sees_every_commit() {
     assert_eq!(counts(&snap, &[5]), (vec![Counts { spam: 1, ham: 0 }], Totals { spam: 1, ham: 0 }));
 }
 
+/// Resident kilobytes of this process's mapping of `file` (0 when not mapped), from smaps.
+#[cfg(target_os = "linux")]
+fn mapped_kb(file: &std::path::Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        if line.contains('-') && line.split_ascii_whitespace().count() >= 5 && !line.ends_with(" kB") {
+            inside = line.ends_with(&*file.to_string_lossy());
+        } else if inside && let Some(kb) = line.strip_prefix("Rss:") {
+            return kb.trim().trim_end_matches(" kB").trim().parse().unwrap();
+        }
+    }
+    0
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn serve_s_copy_gives_the_store_s_pages_back_and_still_reads_right() {
+    let d = tempfile::tempdir().unwrap();
+    let path = std::fs::canonicalize(d.path()).unwrap().join("s");
+    let writer = Lmdb::open(&path, 1 << 26).unwrap();
+    // Features spread over the key space as xxh3 hashes are, in one batch learnt without the
+    // linear layer's extra passes (this test is about reading the store, not learning it).
+    let key = |i: u64, k: u64| (i * 10_000 + k).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let items: Vec<Item> =
+        (0..40u8).map(|i| item(i, Class::Spam, &(0..2500).map(|k| key(u64::from(i), k)).collect::<Vec<_>>())).collect();
+    let once = Params { revisits: 0, ..Params::default() };
+    writer.learn_with(&items, false, &once).unwrap();
+    let file = path.join("data.mdb");
+    // Reading the whole store maps its pages into this process...
+    assert_eq!(writer.stats().unwrap().tokens, 100_000);
+    assert!(mapped_kb(&file) > 1_000, "{} kB mapped after a full read", mapped_kb(&file));
+    // ...building serve's copy gives them back, and the copy reads right.
+    let snap = Snapshotted::new(writer.clone());
+    let probe = [key(0, 0), key(0, 1), key(7, 2499), key(39, 1000), 5];
+    let (c, t) = counts(&snap, &probe);
+    assert_eq!(t, Totals { spam: 40, ham: 0 });
+    assert_eq!(c[..4], [Counts { spam: 1, ham: 0 }; 4]);
+    assert_eq!(c[4], Counts::default());
+    assert!(mapped_kb(&file) < 200, "{} kB still mapped after the copy was built", mapped_kb(&file));
+    // Reading the store itself again (as learning does) maps pages back, with the right data,
+    // and the next read from the copy gives them back again.
+    let mut direct = Vec::new();
+    assert_eq!(writer.lookup(&probe, &mut direct).unwrap(), t);
+    assert_eq!(direct, c);
+    snap.learn(&[item(250, Class::Ham, &[5])], false).unwrap();
+    assert!(mapped_kb(&file) > 0);
+    assert_eq!(counts(&snap, &[5]), (vec![Counts { spam: 0, ham: 1 }], Totals { spam: 40, ham: 1 }));
+    assert!(mapped_kb(&file) < 200, "{} kB mapped after the copy was rebuilt", mapped_kb(&file));
+}
+
 #[test]
 fn lmdb_reopens_with_its_data() {
     let d = tempfile::tempdir().unwrap();

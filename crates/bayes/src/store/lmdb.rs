@@ -153,6 +153,54 @@ impl Inner {
         Ok((size(&self.path.join("data.mdb")), size(&target)))
     }
 
+    /// Unmaps from this process the store's pages it has read (the kernel keeps them in its page
+    /// cache, and reading them again maps them back): `serve` scores from its in-memory copy and
+    /// reads the file only to build that copy, yet every page the build touched stayed counted
+    /// in its memory, 26 of its 56 MiB at 100 sessions. Linux only; elsewhere, or when the
+    /// mapping is not found, it does nothing.
+    pub fn release_pages(&self) {
+        #[cfg(target_os = "linux")]
+        if let Some((start, len)) = self.mapping() {
+            // SAFETY: the range is exactly LMDB's read-only, shared mapping of data.mdb, found in
+            // /proc/self/maps by its path and inode. MADV_DONTNEED on a shared file mapping only
+            // drops this process's page-table entries; the file's contents stay in the page cache
+            // and on disk, the mapping stays valid, and any later read (LMDB's own, in any
+            // thread, or a slice a reader still holds) faults the page back in unchanged.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED);
+            }
+        }
+    }
+
+    /// The address and length of this process's mapping of `data.mdb` (no further than the
+    /// file's end), from /proc/self/maps.
+    #[cfg(target_os = "linux")]
+    fn mapping(&self) -> Option<(usize, usize)> {
+        use std::os::unix::fs::MetadataExt as _;
+        let file = self.path.join("data.mdb");
+        let meta = std::fs::metadata(&file).ok()?;
+        let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+        maps.lines().find_map(|line| {
+            // start-end perms offset dev inode path
+            let mut f = line.split_ascii_whitespace();
+            let (range, perms, offset, _dev, inode) = (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+            let path = f.collect::<Vec<_>>().join(" ");
+            if Path::new(&path) != file
+                || inode.parse::<u64>().ok()? != meta.ino()
+                || !perms.starts_with("r-")
+                || !perms.contains('s')
+                || !offset.trim_start_matches('0').is_empty()
+            {
+                return None;
+            }
+            let (start, end) = range.split_once('-')?;
+            let (start, end) = (usize::from_str_radix(start, 16).ok()?, usize::from_str_radix(end, 16).ok()?);
+            let len = (end.checked_sub(start)?).min(usize::try_from(meta.len()).ok()?);
+            (len > 0).then_some((start, len))
+        })
+    }
+
     fn err(&self, source: heed::Error) -> Error {
         let e = Error::Lmdb { path: self.path.display().to_string(), source };
         if let Error::Lmdb { source: heed::Error::Mdb(heed::MdbError::MapFull), .. } = &e {
@@ -189,6 +237,10 @@ fn decode_totals(b: &[u8]) -> Totals {
     let w = |i: usize| b.get(i..i + 8).and_then(|s| s.try_into().ok()).map_or(0, u64::from_le_bytes);
     Totals { spam: w(0), ham: w(8) }
 }
+
+/// Records of the store read between two releases of its pages while `serve` builds its copy
+/// (about 450 pages, 1.8 MiB).
+const RELEASE_EVERY: usize = 1 << 16;
 
 /// A seen record: class byte, day, and (since the linear layer) its step; records from before
 /// it have no step (`None`): the layer has not learnt that message.
@@ -379,6 +431,9 @@ pub struct Snapshotted {
     lmdb: Lmdb,
     snap: std::sync::RwLock<Arc<Snap>>,
     building: Mutex<()>,
+    /// The map was read directly (during a build, or to learn) since its pages were last given
+    /// back: the next lookup from the copy gives them back again ([`Inner::release_pages`]).
+    map_read: std::sync::atomic::AtomicBool,
 }
 
 struct Snap {
@@ -409,13 +464,22 @@ impl Snapshotted {
             counts: super::table::CountTable::default(),
             weights: Vec::new(),
         };
-        Snapshotted { lmdb, snap: std::sync::RwLock::new(Arc::new(empty)), building: Mutex::new(()) }
+        Snapshotted {
+            lmdb,
+            snap: std::sync::RwLock::new(Arc::new(empty)),
+            building: Mutex::new(()),
+            map_read: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     fn current(&self) -> Option<Arc<Snap>> {
         let txn = self.lmdb.env.info().last_txn_id;
         let snap = self.snap.read().ok()?.clone();
         if snap.txn == txn {
+            use std::sync::atomic::Ordering::Relaxed;
+            if self.map_read.load(Relaxed) && self.map_read.swap(false, Relaxed) {
+                self.lmdb.release_pages();
+            }
             return Some(snap);
         }
         let _guard = self.building.try_lock().ok()?;
@@ -426,19 +490,32 @@ impl Snapshotted {
         Some(fresh)
     }
 
+    /// Runs `f` on the store itself (its map, not the copy), noting that the map was read.
+    fn direct<T>(&self, f: impl FnOnce(&Lmdb) -> T) -> T {
+        let out = f(&self.lmdb);
+        self.map_read.store(true, std::sync::atomic::Ordering::Relaxed);
+        out
+    }
+
     fn build(&self) -> Result<Snap, Error> {
         let txn = self.lmdb.env.info().last_txn_id;
         let rtxn = self.lmdb.env.read_txn().map_err(|e| self.lmdb.err(e))?;
         let totals = self.lmdb.totals(&rtxn)?;
         let n = usize::try_from(self.lmdb.tokens.len(&rtxn).map_err(|e| self.lmdb.err(e))?).unwrap_or(0);
         let mut counts = super::table::CountTable::with_capacity(n);
-        for kv in self.lmdb.tokens.iter(&rtxn).map_err(|e| self.lmdb.err(e))? {
+        for (i, kv) in self.lmdb.tokens.iter(&rtxn).map_err(|e| self.lmdb.err(e))?.enumerate() {
             let (k, v) = kv.map_err(|e| self.lmdb.err(e))?;
             if let Some(r) = Record::decode(v) {
                 counts.insert(k, r.counts);
             }
+            // The pages read so far are in the copy now: give them back as the walk goes, so the
+            // copy's build never holds the whole file in this process's memory.
+            if i % RELEASE_EVERY == RELEASE_EVERY - 1 {
+                self.lmdb.release_pages();
+            }
         }
         let weights = linear::decode(self.lmdb.meta.get(&rtxn, LINEAR).map_err(|e| self.lmdb.err(e))?);
+        self.lmdb.release_pages();
         // A commit between info() and read_txn() makes the copy newer than its tag: it is rebuilt
         // once more on the next lookup, never served stale.
         Ok(Snap { txn, totals, counts, weights })
@@ -449,42 +526,42 @@ impl Store for Snapshotted {
     fn lookup(&self, hashes: &[u64], out: &mut Vec<Counts>) -> Result<Totals, Error> {
         match self.current() {
             Some(s) => Ok(s.lookup(hashes, out)),
-            None => self.lmdb.lookup(hashes, out),
+            None => self.direct(|l| l.lookup(hashes, out)),
         }
     }
 
     fn margin(&self, x: &Vector) -> Result<f64, Error> {
         match self.current() {
             Some(s) => Ok(s.margin(x)),
-            None => self.lmdb.margin(x),
+            None => self.direct(|l| l.margin(x)),
         }
     }
 
     fn evidence(&self, hashes: &[u64], out: &mut Vec<Counts>, x: &Vector) -> Result<(Totals, f64), Error> {
         match self.current() {
             Some(s) => Ok((s.lookup(hashes, out), s.margin(x))),
-            None => self.lmdb.evidence(hashes, out, x),
+            None => self.direct(|l| l.evidence(hashes, out, x)),
         }
     }
 
     fn learn_with(&self, items: &[Item], forget: bool, params: &Params) -> Result<Vec<Learned>, Error> {
-        self.lmdb.learn_with(items, forget, params)
+        self.direct(|l| l.learn_with(items, forget, params))
     }
 
     fn stats(&self) -> Result<Stats, Error> {
-        self.lmdb.stats()
+        self.direct(|l| l.stats())
     }
 
     fn expire(&self, limits: &Expiry) -> Result<Expired, Error> {
-        self.lmdb.expire(limits)
+        self.direct(|l| l.expire(limits))
     }
 
     fn export(&self, each: &mut dyn FnMut(Entry) -> Result<(), Error>) -> Result<(), Error> {
-        self.lmdb.export(each)
+        self.direct(|l| l.export(each))
     }
 
     fn import(&self, entries: &[Entry]) -> Result<(), Error> {
-        self.lmdb.import(entries)
+        self.direct(|l| l.import(entries))
     }
 }
 
