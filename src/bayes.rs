@@ -233,6 +233,14 @@ impl Scanner {
         Ok(Some((classified, tokens.hashes, vector)))
     }
 
+    /// Opens the store, when there is one, and reads it once (for LMDB that builds `serve`'s
+    /// in-memory copy); failures are left for the first message to meet and report.
+    pub fn warm(&self) {
+        if let Ok(Some(store)) = self.store() {
+            let _ = store.evidence(&[], &mut Vec::new(), &Vector::default());
+        }
+    }
+
     /// Waits until what autolearning queued is learnt.
     pub fn finish_learning(&self) {
         if let Some(Some(l)) = self.learner.get() {

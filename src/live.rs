@@ -28,10 +28,20 @@ pub fn base_dir(path: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Loads what the scanners read (Bayes's copy of its store) now, on a thread of its own, rather
+/// than in the first message while every other session reads the store's file directly.
+fn warm(local: &Arc<Local>) {
+    let local = Arc::clone(local);
+    if let Err(e) = std::thread::Builder::new().name("bayes-warm".into()).spawn(move || local.warm()) {
+        tracing::debug!(error = %e, "no thread to load the Bayes store ahead; the first message will");
+    }
+}
+
 impl Live {
     /// Serving `config` (read from `path`, if any) with its compiled scanners.
     pub fn new(config: Config, local: Arc<Local>, path: Option<PathBuf>) -> Arc<Live> {
         let metrics = crate::metrics::Metrics::new(config.quarantine.dir.clone());
+        warm(&local);
         let filter = Filter::new(&config, local, Arc::clone(&metrics));
         Arc::new(Live { metrics, current: RwLock::new(filter), config: RwLock::new(config), path })
     }
@@ -53,6 +63,7 @@ impl Live {
     /// Swaps in an already parsed configuration (compiling its scanners first).
     pub fn apply(&self, config: Config, base: &Path) -> anyhow::Result<()> {
         let local = Arc::new(Local::compile(&config, base)?);
+        warm(&local);
         let old = self.config();
         if old.server != config.server {
             tracing::warn!("[server] settings changed: they take effect at the next restart, not on reload");

@@ -155,6 +155,13 @@ impl Local {
         })
     }
 
+    /// Loads what the scanners read ahead of the first message (Bayes's copy of its store).
+    pub fn warm(&self) {
+        if let Some(b) = &self.bayes {
+            b.warm();
+        }
+    }
+
     /// Runs every local scanner over one message (CRLF bytes as received).
     pub fn scan(&self, message: &[u8]) -> Report {
         let mut clock = std::time::Instant::now();
