@@ -219,15 +219,25 @@ fn totals(config: &Path) -> (u64, u64) {
     (v["totals"]["spam"].as_u64().unwrap(), v["totals"]["ham"].as_u64().unwrap())
 }
 
+/// A scratch directory holding `spam` and `ham` synthetic messages (in `spam/` and `ham/`) and a
+/// configuration, and `strainer train` learning them in another process.
+fn training_in_background(spam: usize, ham: usize) -> (tempfile::TempDir, PathBuf, std::process::Child) {
+    let d = tempfile::tempdir().unwrap();
+    synth(&d.path().join("spam"), spam, true);
+    synth(&d.path().join("ham"), ham, false);
+    let config = write_config(d.path());
+    let trainer = train(&config, &d.path().join("spam"), &d.path().join("ham"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (d, config, trainer)
+}
+
 #[test]
 fn trainer_and_readers_in_separate_processes_share_the_store() {
-    let d = tempfile::tempdir().unwrap();
-    synth(&d.path().join("spam"), 3000, true);
-    synth(&d.path().join("ham"), 3000, false);
-    let config = write_config(d.path());
+    let (d, config, mut trainer) = training_in_background(3000, 3000);
     let spam = d.path().join("spam");
-    let ham = d.path().join("ham");
-    let mut trainer = train(&config, &spam, &ham).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let mut last = (0, 0);
     let mut reads = 0;
     while trainer.try_wait().unwrap().is_none() {
@@ -251,15 +261,7 @@ fn trainer_and_readers_in_separate_processes_share_the_store() {
 
 #[test]
 fn a_killed_trainer_leaves_a_usable_store_and_training_again_counts_each_message_once() {
-    let d = tempfile::tempdir().unwrap();
-    synth(&d.path().join("spam"), 20_000, true);
-    synth(&d.path().join("ham"), 2_000, false);
-    let config = write_config(d.path());
-    let mut trainer = train(&config, &d.path().join("spam"), &d.path().join("ham"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (d, config, mut trainer) = training_in_background(20_000, 2_000);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if d.path().join("store/data.mdb").exists() && totals(&config).0 + totals(&config).1 >= 1000 {
@@ -290,19 +292,22 @@ fn scanned_margin(config: &Path, file: &Path) -> f64 {
     text[at + 7..].split_whitespace().next().and_then(|m| m.parse().ok()).unwrap_or_else(|| panic!("{text}"))
 }
 
-#[test]
-fn training_teaches_the_linear_layer_and_scan_shows_its_margin() {
+/// A scratch directory holding `n` synthetic spam and `n` ham and a configuration whose store
+/// learnt them; what `strainer train` printed.
+fn trained(n: usize) -> (tempfile::TempDir, PathBuf, String) {
     let d = tempfile::tempdir().unwrap();
-    synth(&d.path().join("spam"), 60, true);
-    synth(&d.path().join("ham"), 60, false);
+    synth(&d.path().join("spam"), n, true);
+    synth(&d.path().join("ham"), n, false);
     let config = write_config(d.path());
     let out = train(&config, &d.path().join("spam"), &d.path().join("ham")).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("buckets weighted"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    (d, config, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn training_teaches_the_linear_layer_and_scan_shows_its_margin() {
+    let (d, config, said) = trained(60);
+    assert!(said.contains("buckets weighted"), "{said}");
     // Messages never learnt, whose words were only seen with other digits (so as whole words
     // they are new): the 4-grams they share with what was learnt put them on their side.
     let spam = d.path().join("probe-spam.eml");
@@ -378,8 +383,6 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
 #[test]
 fn a_backup_taken_while_training_is_a_whole_store_of_whole_batches() {
     let d = tempfile::tempdir().unwrap();
-    synth(&d.path().join("spam"), 3000, true);
-    synth(&d.path().join("ham"), 3000, false);
     let config = write_config(d.path());
     let out = strainer(&["bayes", "backup"], &config).arg(d.path().join("early")).output().unwrap();
     assert!(!out.status.success());
@@ -387,11 +390,7 @@ fn a_backup_taken_while_training_is_a_whole_store_of_whole_batches() {
     assert!(err.contains("no Bayes store") && err.contains("strainer train"), "{err}");
     assert!(!d.path().join("store").exists(), "asking for a backup does not create a store");
 
-    let mut trainer = train(&config, &d.path().join("spam"), &d.path().join("ham"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (d, config, mut trainer) = training_in_background(3000, 3000);
     let mut copies = Vec::new();
     while trainer.try_wait().unwrap().is_none() {
         if !d.path().join("store/data.mdb").exists() {
@@ -425,11 +424,7 @@ fn a_backup_taken_while_training_is_a_whole_store_of_whole_batches() {
 
 #[test]
 fn an_export_imported_into_a_new_store_scores_the_same_and_bad_files_name_their_line() {
-    let d = tempfile::tempdir().unwrap();
-    synth(&d.path().join("spam"), 40, true);
-    synth(&d.path().join("ham"), 40, false);
-    let config = write_config(d.path());
-    assert!(train(&config, &d.path().join("spam"), &d.path().join("ham")).output().unwrap().status.success());
+    let (d, config, _) = trained(40);
     let dump = d.path().join("model.txt");
     let out = strainer(&["bayes", "export"], &config).arg(&dump).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
