@@ -111,6 +111,10 @@ impl Default for BayesConfig {
     }
 }
 
+/// How often `serve` checks whether another process committed to the LMDB store, and rebuilds
+/// its copy if so.
+const COPY_REFRESH: Duration = Duration::from_secs(1);
+
 impl BayesConfig {
     /// The cap.
     pub fn expiry(&self) -> Expiry {
@@ -136,7 +140,13 @@ impl BayesConfig {
     /// Opens the store for scoring: LMDB is read through an in-memory copy of its features.
     pub fn open_for_serve(&self, base: &Path) -> anyhow::Result<Arc<dyn Store>> {
         Ok(match self.backend {
-            Backend::Lmdb => Arc::new(strainer_bayes::store::lmdb::Snapshotted::new(self.open_lmdb(base)?)),
+            Backend::Lmdb => {
+                let store = Arc::new(strainer_bayes::store::lmdb::Snapshotted::new(self.open_lmdb(base)?));
+                if let Err(e) = strainer_bayes::store::lmdb::Snapshotted::watch(&store, COPY_REFRESH) {
+                    tracing::warn!(error = %e, "bayes: no thread to keep the store's copy current; messages will rebuild it");
+                }
+                store
+            }
             Backend::Redis => self.open(base)?,
         })
     }

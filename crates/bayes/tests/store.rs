@@ -333,6 +333,43 @@ fn serve_s_copy_gives_the_store_s_pages_back_and_still_reads_right() {
 }
 
 #[test]
+fn a_watched_copy_follows_commits_by_itself_and_is_read_behind_only_while_training_goes_on() {
+    let d = tempfile::tempdir().unwrap();
+    let other = Lmdb::open(&d.path().join("s"), 1 << 24).unwrap();
+    other.learn(&[item(1, Class::Spam, &[5])], false).unwrap();
+    let at = |n: u32, t: (u64, u64)| (vec![Counts { spam: n, ham: 0 }], Totals { spam: t.0, ham: t.1 });
+
+    // Rounds of the watcher run by hand here (its thread's period is an hour).
+    let s = std::sync::Arc::new(Snapshotted::new(Lmdb::open(&d.path().join("s"), 1 << 24).unwrap()));
+    Snapshotted::watch(&s, Duration::from_secs(3600)).unwrap();
+    assert_eq!(counts(&*s, &[5]), at(1, (1, 0)));
+    // A lone commit: the copy is behind, so lookups read the store itself until a round.
+    other.learn(&[item(2, Class::Spam, &[5])], false).unwrap();
+    assert!(!s.is_current());
+    assert_eq!(counts(&*s, &[5]), at(2, (2, 0)));
+    s.refresh();
+    assert!(s.is_current());
+    // Another commit soon after the round rebuilt for one: training goes on, so the copy is read
+    // although it is behind (a model one round old), until the next round.
+    other.learn(&[item(3, Class::Spam, &[5])], false).unwrap();
+    assert_eq!(counts(&*s, &[5]), at(2, (2, 0)));
+    s.refresh();
+    assert_eq!(counts(&*s, &[5]), at(3, (3, 0)));
+
+    // Its own thread comes round by itself.
+    let fast = std::sync::Arc::new(Snapshotted::new(Lmdb::open(&d.path().join("s"), 1 << 24).unwrap()));
+    Snapshotted::watch(&fast, Duration::from_millis(20)).unwrap();
+    assert_eq!(counts(&*fast, &[5]).1, Totals { spam: 3, ham: 0 });
+    other.learn(&[item(4, Class::Spam, &[5])], false).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !fast.is_current() {
+        assert!(std::time::Instant::now() < deadline, "the watcher never rebuilt the copy");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(counts(&*fast, &[5]), at(4, (4, 0)));
+}
+
+#[test]
 fn lmdb_reopens_with_its_data() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("s");

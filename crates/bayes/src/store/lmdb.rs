@@ -425,8 +425,9 @@ impl Store for Lmdb {
 /// An LMDB store read through an in-memory copy of its feature table, for `serve`: a lookup
 /// is a hash-map probe instead of a B-tree descent into a file-backed map (which the profile
 /// showed as a third of the filter's CPU). The copy is rebuilt when another process commits
-/// (the environment's last transaction id changes); while one thread rebuilds, the others read
-/// LMDB directly, so no message waits for it. Learning and expiry go to LMDB itself.
+/// (the environment's last transaction id changes): by the next lookup, or, watched
+/// ([`Snapshotted::watch`], as `serve` does), by a thread of its own; while it is behind, lookups
+/// read LMDB directly, so no message waits for a rebuild. Learning and expiry go to LMDB itself.
 pub struct Snapshotted {
     lmdb: Lmdb,
     snap: std::sync::RwLock<Arc<Snap>>,
@@ -434,6 +435,11 @@ pub struct Snapshotted {
     /// The map was read directly (during a build, or to learn) since its pages were last given
     /// back: the next lookup from the copy gives them back again ([`Inner::release_pages`]).
     map_read: std::sync::atomic::AtomicBool,
+    /// When a thread keeps the copy current ([`Snapshotted::watch`]), its period.
+    period: std::sync::RwLock<Option<std::time::Duration>>,
+    /// Until when a copy that is behind may still be read: the watcher's last rebuild for a
+    /// commit plus two periods (another process is training).
+    busy_until: std::sync::RwLock<Option<std::time::Instant>>,
 }
 
 struct Snap {
@@ -469,6 +475,59 @@ impl Snapshotted {
             snap: std::sync::RwLock::new(Arc::new(empty)),
             building: Mutex::new(()),
             map_read: std::sync::atomic::AtomicBool::new(false),
+            period: std::sync::RwLock::new(None),
+            busy_until: std::sync::RwLock::new(None),
+        }
+    }
+
+    /// Keeps the copy current from a thread of its own, as `serve` wants it: every `period` the
+    /// thread rebuilds the copy if another process committed since, and gives back the pages of
+    /// the store's file read directly meanwhile. Lookups then never rebuild the copy. While
+    /// another process keeps committing (the watcher rebuilt for a commit less than two periods
+    /// ago), lookups read the copy even when it is behind: scores from a model a second old,
+    /// instead of every message descending the store's B-tree and every commit costing a
+    /// rebuild (under load with `strainer train` running: 0.65 -> 0.41 CPU ms per message, peak
+    /// RSS 112 -> 70 MiB). Otherwise a copy that is behind is not read: the first messages after
+    /// a lone commit read the store itself, as an unwatched copy does. The thread ends within a
+    /// period of the store being dropped.
+    pub fn watch(this: &Arc<Snapshotted>, period: std::time::Duration) -> std::io::Result<()> {
+        let weak = Arc::downgrade(this);
+        std::thread::Builder::new().name("bayes-copy".into()).spawn(move || {
+            loop {
+                std::thread::sleep(period);
+                let Some(s) = weak.upgrade() else { break };
+                s.refresh();
+            }
+        })?;
+        if let Ok(mut p) = this.period.write() {
+            *p = Some(period);
+        }
+        Ok(())
+    }
+
+    /// Whether the copy is of the store's last commit.
+    pub fn is_current(&self) -> bool {
+        let txn = self.lmdb.env.info().last_txn_id;
+        self.snap.read().is_ok_and(|s| s.txn == txn)
+    }
+
+    /// The watcher's round (public for tests): rebuild the copy if it is behind, give back the
+    /// pages read directly.
+    pub fn refresh(&self) {
+        if !self.is_current()
+            && let Ok(_guard) = self.building.try_lock()
+            && let Ok(fresh) = self.build()
+            && let Ok(mut w) = self.snap.write()
+        {
+            let first = w.txn == usize::MAX;
+            *w = Arc::new(fresh);
+            let period = self.period.read().ok().and_then(|p| *p);
+            if let (false, Some(period), Ok(mut b)) = (first, period, self.busy_until.write()) {
+                *b = Some(std::time::Instant::now() + period * 2);
+            }
+        }
+        if self.map_read.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            self.lmdb.release_pages();
         }
     }
 
@@ -481,6 +540,12 @@ impl Snapshotted {
                 self.lmdb.release_pages();
             }
             return Some(snap);
+        }
+        // Watched, a copy that is behind is the watcher's to rebuild (the first one is built by
+        // whoever asks first); meanwhile it is read only while another process is training.
+        if snap.txn != usize::MAX && self.period.read().is_ok_and(|p| p.is_some()) {
+            let training = self.busy_until.read().is_ok_and(|b| b.is_some_and(|t| std::time::Instant::now() < t));
+            return training.then_some(snap);
         }
         let _guard = self.building.try_lock().ok()?;
         let fresh = Arc::new(self.build().ok()?);
