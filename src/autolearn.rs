@@ -6,8 +6,9 @@
 //!
 //! The messages wait on a thread of their own and are learnt a batch at a time, like
 //! `strainer train`'s batches, then the store's cap is applied (`bayes.max_tokens`). Each batch
-//! is one LMDB commit, after which `serve` rebuilds its in-memory copy of the store once; so a
-//! batch is learnt when it has [`BATCH`] messages or its first one has waited [`FLUSH_AFTER`].
+//! is one LMDB commit, after which `serve`'s in-memory copy of the store is rebuilt once (by the
+//! thread that keeps it current); so a batch is learnt when it has [`BATCH`] messages or its
+//! first one has waited [`FLUSH_AFTER`].
 //! Those commits are why it is off by default: under a flood of new mail they cost half again
 //! as much CPU per message and about 100 MiB of memory (benches/README.md).
 

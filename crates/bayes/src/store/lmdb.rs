@@ -486,8 +486,8 @@ impl Snapshotted {
     /// another process keeps committing (the watcher rebuilt for a commit less than two periods
     /// ago), lookups read the copy even when it is behind: scores from a model a second old,
     /// instead of every message descending the store's B-tree and every commit costing a
-    /// rebuild (under load with `strainer train` running: 0.65 -> 0.41 CPU ms per message, peak
-    /// RSS 112 -> 70 MiB). Otherwise a copy that is behind is not read: the first messages after
+    /// rebuild (under load with `strainer train` running: 0.67 -> 0.51-0.55 CPU ms per message,
+    /// benches/README.md). Otherwise a copy that is behind is not read: the first messages after
     /// a lone commit read the store itself, as an unwatched copy does. The thread ends within a
     /// period of the store being dropped.
     pub fn watch(this: &Arc<Snapshotted>, period: std::time::Duration) -> std::io::Result<()> {
@@ -582,7 +582,7 @@ impl Snapshotted {
         let weights = linear::decode(self.lmdb.meta.get(&rtxn, LINEAR).map_err(|e| self.lmdb.err(e))?);
         self.lmdb.release_pages();
         // A commit between info() and read_txn() makes the copy newer than its tag: it is rebuilt
-        // once more on the next lookup, never served stale.
+        // once more (next lookup, or the watcher's next round), never older than its tag.
         Ok(Snap { txn, totals, counts, weights })
     }
 }
