@@ -433,10 +433,11 @@ pub struct Snapshotted {
     snap: std::sync::RwLock<Arc<Snap>>,
     building: Mutex<()>,
     /// The map was read directly (during a build, or to learn) since its pages were last given
-    /// back: the next lookup from the copy gives them back again ([`Inner::release_pages`]).
+    /// back: the watcher's next round, or unwatched the next lookup from the copy, gives them
+    /// back again ([`Inner::release_pages`]).
     map_read: std::sync::atomic::AtomicBool,
     /// When a thread keeps the copy current ([`Snapshotted::watch`]), its period.
-    period: std::sync::RwLock<Option<std::time::Duration>>,
+    period: std::sync::OnceLock<std::time::Duration>,
     /// Until when a copy that is behind may still be read: the watcher's last rebuild for a
     /// commit plus two periods (another process is training).
     busy_until: std::sync::RwLock<Option<std::time::Instant>>,
@@ -475,7 +476,7 @@ impl Snapshotted {
             snap: std::sync::RwLock::new(Arc::new(empty)),
             building: Mutex::new(()),
             map_read: std::sync::atomic::AtomicBool::new(false),
-            period: std::sync::RwLock::new(None),
+            period: std::sync::OnceLock::new(),
             busy_until: std::sync::RwLock::new(None),
         }
     }
@@ -499,9 +500,7 @@ impl Snapshotted {
                 s.refresh();
             }
         })?;
-        if let Ok(mut p) = this.period.write() {
-            *p = Some(period);
-        }
+        let _ = this.period.set(period);
         Ok(())
     }
 
@@ -521,8 +520,7 @@ impl Snapshotted {
         {
             let first = w.txn == usize::MAX;
             *w = Arc::new(fresh);
-            let period = self.period.read().ok().and_then(|p| *p);
-            if let (false, Some(period), Ok(mut b)) = (first, period, self.busy_until.write()) {
+            if let (false, Some(period), Ok(mut b)) = (first, self.period.get().copied(), self.busy_until.write()) {
                 *b = Some(std::time::Instant::now() + period * 2);
             }
         }
@@ -534,16 +532,19 @@ impl Snapshotted {
     fn current(&self) -> Option<Arc<Snap>> {
         let txn = self.lmdb.env.info().last_txn_id;
         let snap = self.snap.read().ok()?.clone();
+        let watched = self.period.get().is_some();
         if snap.txn == txn {
+            // Pages read directly are given back here, unless a watcher does it in its rounds
+            // (off the messages' path).
             use std::sync::atomic::Ordering::Relaxed;
-            if self.map_read.load(Relaxed) && self.map_read.swap(false, Relaxed) {
+            if !watched && self.map_read.load(Relaxed) && self.map_read.swap(false, Relaxed) {
                 self.lmdb.release_pages();
             }
             return Some(snap);
         }
         // Watched, a copy that is behind is the watcher's to rebuild (the first one is built by
         // whoever asks first); meanwhile it is read only while another process is training.
-        if snap.txn != usize::MAX && self.period.read().is_ok_and(|p| p.is_some()) {
+        if snap.txn != usize::MAX && watched {
             let training = self.busy_until.read().is_ok_and(|b| b.is_some_and(|t| std::time::Instant::now() < t));
             return training.then_some(snap);
         }
