@@ -513,12 +513,7 @@ impl Store for Memory {
         for (d, &(class, day, step)) in &m.seen {
             each(Entry::Seen(d.0, class, day, Some(step)))?;
         }
-        for (b, &w) in m.weights.iter().enumerate() {
-            if w != 0.0 {
-                each(Entry::Weight(b as u32, w))?;
-            }
-        }
-        Ok(())
+        dump::weight_entries(&m.weights).try_for_each(each)
     }
 
     fn import(&self, entries: &[Entry]) -> Result<(), Error> {

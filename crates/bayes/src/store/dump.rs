@@ -101,6 +101,12 @@ impl Entry {
     }
 }
 
+/// The entries of a dense table of weights: each bucket that holds one (the inverse of
+/// [`dense_weights`]).
+pub fn weight_entries(dense: &[f32]) -> impl Iterator<Item = Entry> + '_ {
+    dense.iter().enumerate().filter(|(_, w)| **w != 0.0).map(|(b, &w)| Entry::Weight(b as u32, w))
+}
+
 /// The linear layer's weights in `entries` as a dense table, or `None` when there are none
 /// (a store from before the layer, or one never trained).
 pub fn dense_weights(entries: &[Entry]) -> Option<Vec<f32>> {

@@ -250,7 +250,12 @@ fn decode_seen(v: &[u8]) -> Option<(Class, Option<f32>)> {
     Some((class, alpha))
 }
 
-/// The inverse of [`decode_seen`]: class byte, day, and the step when there is one.
+/// The day a seen record was learnt (0 when the record is too short to say).
+fn seen_day(v: &[u8]) -> u32 {
+    v.get(1..5).and_then(|s| s.try_into().ok()).map_or(0, u32::from_le_bytes)
+}
+
+/// The inverse of [`decode_seen`] and [`seen_day`]: class byte, day, and the step when there is one.
 fn encode_seen(class: Class, day: u32, step: Option<f32>) -> Vec<u8> {
     let mut v = Vec::with_capacity(9);
     v.push(class.byte());
@@ -356,7 +361,7 @@ impl Store for Lmdb {
             let mut ranked = Vec::new();
             for kv in self.seen.iter(&wtxn).map_err(|e| self.err(e))? {
                 let (k, v) = kv.map_err(|e| self.err(e))?;
-                let day = v.get(1..5).and_then(|s| s.try_into().ok()).map_or(0, u32::from_le_bytes);
+                let day = seen_day(v);
                 if let Ok(k) = <[u8; 16]>::try_from(k) {
                     ranked.push((f64::from(day), k));
                 }
@@ -383,16 +388,10 @@ impl Store for Lmdb {
         for kv in self.seen.iter(&txn).map_err(|e| self.err(e))? {
             let (k, v) = kv.map_err(|e| self.err(e))?;
             let (Ok(digest), Some((class, step))) = (<[u8; 16]>::try_from(k), decode_seen(v)) else { continue };
-            let day = v.get(1..5).and_then(|s| s.try_into().ok()).map_or(0, u32::from_le_bytes);
-            each(Entry::Seen(digest, class, day, step))?;
+            each(Entry::Seen(digest, class, seen_day(v), step))?;
         }
         let weights = linear::decode(self.meta.get(&txn, LINEAR).map_err(|e| self.err(e))?);
-        for (b, &w) in weights.iter().enumerate() {
-            if w != 0.0 {
-                each(Entry::Weight(b as u32, w))?;
-            }
-        }
-        Ok(())
+        super::dump::weight_entries(&weights).try_for_each(each)
     }
 
     fn import(&self, entries: &[Entry]) -> Result<(), Error> {
