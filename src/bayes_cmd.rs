@@ -3,6 +3,7 @@
 
 use std::io::{BufRead as _, Write as _};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -58,57 +59,64 @@ fn must_exist(bayes: &BayesConfig, base: &Path) -> anyhow::Result<()> {
 pub fn export(bayes: &BayesConfig, base: &Path, file: Option<&Path>) -> anyhow::Result<()> {
     must_exist(bayes, base)?;
     let store = bayes.open(base)?;
-    let mut text = String::with_capacity(1 << 16);
-    text.push_str(dump::HEADER);
-    text.push('\n');
     let mut n = (0u64, 0u64, 0u64);
     let started = Instant::now();
-    match file {
-        None => {
-            store.export(&mut |e| {
-                count(&mut n, &e);
-                text.push_str(&e.to_line());
-                text.push('\n');
-                if text.len() >= 1 << 16 {
-                    crate::write_stdout(text.as_bytes()).map_err(io("stdout"))?;
-                    text.clear();
-                }
-                Ok(())
-            })?;
-            crate::write_stdout(text.as_bytes()).map_err(io("stdout"))?;
-        }
-        Some(path) => {
-            // Written under another name and renamed once synced: an export cut short never
-            // takes the place of a whole one.
-            let partial = path.with_extension("partial");
-            let f = std::fs::File::create(&partial).with_context(|| format!("{}", partial.display()))?;
-            let mut w = std::io::BufWriter::new(f);
-            let name = partial.display().to_string();
-            w.write_all(text.as_bytes()).map_err(io(&name))?;
-            let written = store.export(&mut |e| {
-                count(&mut n, &e);
-                writeln!(w, "{}", e.to_line()).map_err(io(&name))
-            });
-            let synced = written.map_err(anyhow::Error::from).and_then(|()| {
-                let f = w.into_inner().map_err(|e| anyhow::anyhow!("{name}: {}", e.error()))?;
-                f.sync_all().with_context(|| name.clone())
-            });
-            if let Err(e) = synced {
-                let _ = std::fs::remove_file(&partial);
-                return Err(e);
-            }
-            std::fs::rename(&partial, path).with_context(|| format!("{}", path.display()))?;
-            crate::outln!(
-                "exported {} features, {} messages learnt and {} weights to {} in {:.1} s",
-                n.0,
-                n.1,
-                n.2,
-                path.display(),
-                started.elapsed().as_secs_f64()
-            );
-        }
+    let Some(path) = file else {
+        write_export(&*store, Stdout, "stdout", &mut n)?;
+        return Ok(());
+    };
+    // Written under another name and renamed once synced: an export cut short never takes the
+    // place of a whole one.
+    let partial = path.with_extension("partial");
+    let name = partial.display().to_string();
+    let f = std::fs::File::create(&partial).with_context(|| name.clone())?;
+    let synced = write_export(&*store, f, &name, &mut n).and_then(|f| f.sync_all().with_context(|| name.clone()));
+    if let Err(e) = synced {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
     }
+    std::fs::rename(&partial, path).with_context(|| format!("{}", path.display()))?;
+    crate::outln!(
+        "exported {} features, {} messages learnt and {} weights to {} in {:.1} s",
+        n.0,
+        n.1,
+        n.2,
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
+}
+
+/// Writes the export of `store` to `out` (called `name` in errors), counting in `n` the
+/// features, messages learnt and weights; gives `out` back once all is written.
+fn write_export<W: std::io::Write>(
+    store: &dyn strainer_bayes::Store,
+    out: W,
+    name: &str,
+    n: &mut (u64, u64, u64),
+) -> anyhow::Result<W> {
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, out);
+    writeln!(w, "{}", dump::HEADER).map_err(io(name))?;
+    store.export(&mut |e| {
+        count(n, &e);
+        writeln!(w, "{}", e.to_line()).map_err(io(name))
+    })?;
+    w.into_inner().map_err(|e| anyhow::anyhow!("{name}: {}", e.error()))
+}
+
+/// Standard output through [`crate::write_stdout`] (a reader that goes away ends the output
+/// quietly, as for every other command).
+struct Stdout;
+
+impl std::io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        crate::write_stdout(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn io(what: &str) -> impl Fn(std::io::Error) -> strainer_bayes::Error + '_ {
@@ -125,8 +133,8 @@ fn count(n: &mut (u64, u64, u64), e: &Entry) {
 }
 
 /// `strainer bayes import FILE` (`-`: stdin): an export into the configured store, which must
-/// be empty.
-pub fn import(bayes: &BayesConfig, base: &Path, file: &Path) -> anyhow::Result<()> {
+/// be empty; gives back the store.
+pub fn import(bayes: &BayesConfig, base: &Path, file: &Path) -> anyhow::Result<Arc<dyn strainer_bayes::Store>> {
     let name = if file == Path::new("-") { "stdin".to_string() } else { file.display().to_string() };
     let reader: Box<dyn std::io::BufRead> = if file == Path::new("-") {
         Box::new(std::io::stdin().lock())
@@ -168,5 +176,5 @@ pub fn import(bayes: &BayesConfig, base: &Path, file: &Path) -> anyhow::Result<(
         n.2,
         started.elapsed().as_secs_f64()
     );
-    Ok(())
+    Ok(store)
 }

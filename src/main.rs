@@ -453,8 +453,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 BayesCmd::Backup { dir } => strainer::bayes_cmd::backup(&config.bayes, &base, &dir),
                 BayesCmd::Export { file } => strainer::bayes_cmd::export(&config.bayes, &base, file.as_deref()),
                 BayesCmd::Import { file } => {
-                    strainer::bayes_cmd::import(&config.bayes, &base, &file)?;
-                    strainer::train_cmd::print_stats(&*config.bayes.open(&base)?, &config, false)
+                    let store = strainer::bayes_cmd::import(&config.bayes, &base, &file)?;
+                    strainer::train_cmd::print_stats(&*store, &config, false)
                 }
             }
         }
