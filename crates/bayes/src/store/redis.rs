@@ -593,7 +593,7 @@ impl Store for Redis {
             })
             .map_err(|e| {
                 Error::Other(format!(
-                    "the import stopped part way ({e}): delete the keys under {}: and import again",
+                    "the import stopped part way ({e}): delete the keys {}:* and import again",
                     self.prefix
                 ))
             })
