@@ -9,14 +9,22 @@
 //! is one LMDB commit, after which `serve`'s in-memory copy of the store is rebuilt once (by the
 //! thread that keeps it current); so a batch is learnt when it has [`BATCH`] messages or its
 //! first one has waited [`FLUSH_AFTER`].
-//! Those commits are why it is off by default: under a flood of new mail they cost half again
-//! as much CPU per message and about 100 MiB of memory (benches/README.md).
+//!
+//! An LMDB batch is learnt by a `strainer learn-items` process started for it ([`Target::Child`],
+//! the items sent on its standard input in [`strainer_bayes::store::wire`]'s form): LMDB keeps
+//! the pages a write transaction dirtied for the next one, which in `serve` held about 54 MiB
+//! for good; in the child they go when it exits. A Redis store learns in `serve` itself.
 
+use std::ffi::OsString;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use strainer_bayes::store::wire;
 use strainer_bayes::{Class, Expiry, Item, Learned, Params, Store};
 use strainer_types::Finding;
 
@@ -56,6 +64,14 @@ pub fn agrees(class: Class, findings: &[Finding], category: &str) -> bool {
     }
 }
 
+/// Where a batch is learnt.
+pub enum Target {
+    /// In this process, into the store (Redis; tests).
+    Store(Arc<dyn Store>),
+    /// In a `strainer learn-items` process started per batch, with these arguments (LMDB).
+    Child(Vec<OsString>),
+}
+
 /// The queue and the thread that learns what it is given.
 pub struct Learner {
     /// `None` once [`Learner::finish`] closed it.
@@ -65,11 +81,11 @@ pub struct Learner {
 }
 
 impl Learner {
-    /// Starts the learning thread over `store`, learning with `params` and keeping `cap`.
-    pub fn start(store: Arc<dyn Store>, params: Params, cap: Expiry) -> std::io::Result<Learner> {
+    /// Starts the learning thread, learning into `target` with `params` and keeping `cap`.
+    pub fn start(target: Target, params: Params, cap: Expiry) -> std::io::Result<Learner> {
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
         let thread =
-            std::thread::Builder::new().name("autolearn".into()).spawn(move || run(&*store, &params, &cap, &rx))?;
+            std::thread::Builder::new().name("autolearn".into()).spawn(move || run(&target, &params, &cap, &rx))?;
         Ok(Learner { queue: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), dropped: AtomicU64::new(0) })
     }
 
@@ -105,7 +121,7 @@ impl Learner {
     }
 }
 
-fn run(store: &dyn Store, params: &Params, cap: &Expiry, rx: &Receiver<Item>) {
+fn run(target: &Target, params: &Params, cap: &Expiry, rx: &Receiver<Item>) {
     let mut batch: Vec<Item> = Vec::new();
     let mut due: Option<Instant> = None;
     loop {
@@ -124,30 +140,27 @@ fn run(store: &dyn Store, params: &Params, cap: &Expiry, rx: &Receiver<Item>) {
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
                 // The filter was replaced (reload) or is stopping: learn what is left.
-                learn(store, params, cap, &mut batch);
+                learn(target, params, cap, &mut batch);
                 return;
             }
         }
-        learn(store, params, cap, &mut batch);
+        learn(target, params, cap, &mut batch);
         due = None;
     }
 }
 
-fn learn(store: &dyn Store, params: &Params, cap: &Expiry, batch: &mut Vec<Item>) {
+fn learn(target: &Target, params: &Params, cap: &Expiry, batch: &mut Vec<Item>) {
     if batch.is_empty() {
         return;
     }
     let spam = batch.iter().filter(|i| i.class == Class::Spam).count();
     let ham = batch.len() - spam;
-    match store.learn_with(batch, false, params) {
-        Ok(results) => {
-            let new = results.iter().filter(|r| **r == Learned::Learned).count();
-            let expired = store.expire(cap).map(|e| e.tokens).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "autolearn: expiry failed");
-                0
-            });
-            tracing::info!(spam, ham, new, expired, "autolearn: batch learnt");
-        }
+    let done = match target {
+        Target::Store(store) => learn_here(&**store, params, cap, batch),
+        Target::Child(args) => learn_in_child(args, batch),
+    };
+    match done {
+        Ok((new, expired)) => tracing::info!(spam, ham, new, expired, "autolearn: batch learnt"),
         Err(e) => tracing::warn!(
             error = %e,
             spam,
@@ -156,6 +169,77 @@ fn learn(store: &dyn Store, params: &Params, cap: &Expiry, batch: &mut Vec<Item>
         ),
     }
     batch.clear();
+}
+
+/// Learns `batch` into `store` and applies the cap: (messages newly learnt, features expired).
+pub fn learn_here(store: &dyn Store, params: &Params, cap: &Expiry, batch: &[Item]) -> anyhow::Result<(usize, u64)> {
+    let results = store.learn_with(batch, false, params)?;
+    let new = results.iter().filter(|r| **r == Learned::Learned).count();
+    let expired = store.expire(cap).map(|e| e.tokens).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "autolearn: expiry failed");
+        0
+    });
+    Ok((new, expired))
+}
+
+/// What `strainer learn-items` does: learns the items read from `input` into the LMDB store
+/// `bayes` names (an absolute `bayes.path`) and applies its cap.
+pub fn learn_items(bayes: &crate::bayes::BayesConfig, mut input: impl std::io::Read) -> anyhow::Result<(usize, u64)> {
+    let mut bytes = Vec::new();
+    input.read_to_end(&mut bytes)?;
+    let items = wire::decode_all(&bytes)?;
+    drop(bytes);
+    let store = bayes.open_lmdb(Path::new("/"))?;
+    learn_here(&store, &bayes.params(), &bayes.expiry(), &items)
+}
+
+/// The `strainer` binary a batch is learnt by, when not this process's own ([`learner_exe`]).
+static LEARNER_EXE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Makes `strainer learn-items` run from `exe` instead of this process's own binary: for a
+/// process that is not `strainer` itself, such as a test running `serve` in process.
+pub fn set_learner_exe(exe: std::path::PathBuf) {
+    let _ = LEARNER_EXE.set(exe);
+}
+
+/// This very binary, as `/proc/self/exe` names it even after a package upgrade replaced the
+/// file, unless [`set_learner_exe`] said otherwise.
+fn learner_exe() -> &'static Path {
+    LEARNER_EXE.get().map_or(Path::new("/proc/self/exe"), |p| p.as_path())
+}
+
+/// Learns `batch` in a `strainer learn-items` process and reads back what it did.
+fn learn_in_child(args: &[OsString], batch: &[Item]) -> anyhow::Result<(usize, u64)> {
+    let mut child = Command::new(learner_exe())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot start strainer learn-items: {e}"))?;
+    // Written item by item; a child that stopped reading (it failed) makes the write fail, and
+    // its standard error then says why.
+    let sent = child.stdin.take().map_or(Ok(()), |mut stdin| {
+        let mut buf = wire::HEADER.to_vec();
+        batch.iter().try_for_each(|item| {
+            wire::encode(item, &mut buf);
+            let r = stdin.write_all(&buf);
+            buf.clear();
+            r
+        })
+    });
+    let out = child.wait_with_output()?;
+    let said = |b: &[u8]| String::from_utf8_lossy(b).trim().to_string();
+    if !out.status.success() {
+        anyhow::bail!("strainer learn-items: {} ({})", said(&out.stderr), out.status);
+    }
+    sent?;
+    let stdout = said(&out.stdout);
+    let mut nums = stdout.split_whitespace().map(str::parse::<u64>);
+    match (nums.next(), nums.next()) {
+        (Some(Ok(new)), Some(Ok(expired))) => Ok((usize::try_from(new).unwrap_or(usize::MAX), expired)),
+        _ => anyhow::bail!("strainer learn-items said {stdout:?}, not what it learnt"),
+    }
 }
 
 #[cfg(test)]
@@ -191,7 +275,7 @@ mod tests {
     fn learns_what_it_is_given_when_the_queue_closes() {
         let store: Arc<dyn Store> = Arc::new(strainer_bayes::store::Memory::default());
         let cap = Expiry { max_tokens: 1_000_000, max_seen: 1_000_000 };
-        let learner = Learner::start(Arc::clone(&store), Params::default(), cap).unwrap();
+        let learner = Learner::start(Target::Store(Arc::clone(&store)), Params::default(), cap).unwrap();
         let spam = Item::new(b"Subject: win\r\n\r\ncheap pills\r\n", Class::Spam, vec![1 << 60, 2 << 60]);
         let ham = Item::new(b"Subject: lunch\r\n\r\nat noon?\r\n", Class::Ham, vec![3 << 60]);
         assert!(learner.offer(spam.clone()));

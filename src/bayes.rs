@@ -166,6 +166,27 @@ impl BayesConfig {
         self.backend != Backend::Lmdb || self.lmdb_path(base).join("data.mdb").exists()
     }
 
+    /// Where autolearning learns a batch: for LMDB a `strainer learn-items` process given this
+    /// store and these settings (see [`crate::autolearn`]), for Redis `store` itself.
+    pub fn learn_target(&self, base: &Path, store: Arc<dyn Store>) -> crate::autolearn::Target {
+        match self.backend {
+            Backend::Redis => crate::autolearn::Target::Store(store),
+            Backend::Lmdb => crate::autolearn::Target::Child(vec![
+                "learn-items".into(),
+                "--path".into(),
+                self.lmdb_path(base).into_os_string(),
+                "--map-size-mb".into(),
+                self.map_size_mb.to_string().into(),
+                "--train-passes".into(),
+                self.train_passes.to_string().into(),
+                "--max-tokens".into(),
+                self.max_tokens.to_string().into(),
+                "--max-seen".into(),
+                self.max_seen.to_string().into(),
+            ]),
+        }
+    }
+
     /// The LMDB directory.
     pub fn lmdb_path(&self, base: &Path) -> PathBuf {
         if self.path.is_absolute() { self.path.clone() } else { base.join(&self.path) }
@@ -263,7 +284,8 @@ impl Scanner {
     pub fn autolearn(&self, item: Item) -> bool {
         let learner = self.learner.get_or_init(|| {
             let store = self.store().ok().flatten()?;
-            crate::autolearn::Learner::start(store, self.config.params(), self.config.expiry())
+            let target = self.config.learn_target(&self.base, store);
+            crate::autolearn::Learner::start(target, self.config.params(), self.config.expiry())
                 .map_err(|e| tracing::warn!(error = %e, "autolearn: cannot start its thread; not learning"))
                 .ok()
         });

@@ -117,6 +117,27 @@ enum Cmd {
         #[command(subcommand)]
         command: BayesCmd,
     },
+    /// Learn the messages `serve`'s autolearning sends on standard input into an LMDB store,
+    /// then apply its cap; prints how many were new and how many features expired. Run by
+    /// `serve` itself, one process per batch.
+    #[command(hide = true)]
+    LearnItems {
+        /// The store's directory.
+        #[arg(long)]
+        path: PathBuf,
+        /// bayes.map_size_mb.
+        #[arg(long)]
+        map_size_mb: usize,
+        /// bayes.train_passes.
+        #[arg(long)]
+        train_passes: usize,
+        /// bayes.max_tokens.
+        #[arg(long)]
+        max_tokens: u64,
+        /// bayes.max_seen.
+        #[arg(long)]
+        max_seen: u64,
+    },
     /// Work with rule maps.
     Rules {
         #[command(subcommand)]
@@ -457,6 +478,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     strainer::train_cmd::print_stats(&*store, &config, false)
                 }
             }
+        }
+        Cmd::LearnItems { path, map_size_mb, train_passes, max_tokens, max_seen } => {
+            let bayes = strainer::bayes::BayesConfig {
+                path,
+                map_size_mb,
+                train_passes,
+                max_tokens,
+                max_seen,
+                ..Default::default()
+            };
+            let (new, expired) = strainer::autolearn::learn_items(&bayes, std::io::stdin().lock())?;
+            println!("{new} {expired}");
+            Ok(())
         }
         Cmd::Config { command: ConfigCmd::Check { file } } => {
             let config = Config::load(&file)?;

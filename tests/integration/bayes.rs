@@ -67,6 +67,8 @@ async fn training_on_a_handful_of_messages_moves_the_score_through_serve() {
 
 #[tokio::test]
 async fn serve_autolearns_what_bayes_is_sure_of_unless_a_rule_disagrees() {
+    // LMDB batches are learnt by a `strainer learn-items` process: the binary, not this test.
+    strainer::autolearn::set_learner_exe(PathBuf::from(env!("CARGO_BIN_EXE_strainer")));
     let mut cfg = cfg_with_bayes();
     cfg.bayes.autolearn = true;
     // As low as allowed, so the small fixture model is sure enough.
@@ -117,6 +119,45 @@ async fn serve_autolearns_what_bayes_is_sure_of_unless_a_rule_disagrees() {
     cfg.rules.header_checks.clear();
     send_one_message(cfg, other.as_bytes()).await;
     assert_eq!((totals().spam, totals().ham), (10, 9));
+}
+
+#[test]
+fn learn_items_learns_what_serve_sends_and_refuses_anything_else() {
+    use strainer_bayes::Store as _;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("bayes");
+    let run = |input: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_strainer"))
+            .args(["learn-items", "--path", store.to_str().unwrap(), "--map-size-mb", "64", "--train-passes", "3"])
+            .args(["--max-tokens", "1000000", "--max-seen", "1000"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let items = [
+        strainer_bayes::Item::new(PROBE_SPAM, strainer_bayes::Class::Spam, vec![1 << 60, 2 << 60]),
+        strainer_bayes::Item::new(PROBE_HAM, strainer_bayes::Class::Ham, vec![3 << 60]),
+    ];
+    let mut input = strainer_bayes::store::wire::HEADER.to_vec();
+    items.iter().for_each(|i| strainer_bayes::store::wire::encode(i, &mut input));
+    let out = run(&input);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2 0", "two new, nothing expired");
+    // Learnt once: the same batch again is nothing new.
+    assert_eq!(String::from_utf8_lossy(&run(&input).stdout).trim(), "0 0");
+    let lmdb = strainer_bayes::store::lmdb::Lmdb::open(&store, 64 << 20).unwrap();
+    assert_eq!(lmdb.stats().unwrap().totals, strainer_bayes::Totals { spam: 1, ham: 1 });
+    drop(lmdb);
+    for bad in [&b"From: someone\r\n\r\nhello\r\n"[..], &input[..input.len() - 3]] {
+        let out = run(bad);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("not a stream of items") || err.contains("cut short"), "{err}");
+    }
 }
 
 #[tokio::test]

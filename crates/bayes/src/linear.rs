@@ -86,6 +86,41 @@ impl Vector {
         Vector { tokens, grams, values: ((a * inv) as f32, (b * inv) as f32), shared }
     }
 
+    /// Appends the vector in [`crate::store::wire`]'s form.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        for list in [&self.tokens, &self.grams] {
+            out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+            list.iter().for_each(|b| out.extend_from_slice(&b.to_le_bytes()));
+        }
+        out.extend_from_slice(&self.values.0.to_le_bytes());
+        out.extend_from_slice(&self.values.1.to_le_bytes());
+        out.extend_from_slice(&(self.shared as u32).to_le_bytes());
+    }
+
+    /// Reads what [`Vector::encode`] wrote from the front of `input`; `None` when it is cut short
+    /// or names a bucket out of range.
+    pub(crate) fn decode(input: &mut &[u8]) -> Option<Vector> {
+        let mut lists = [Vec::new(), Vec::new()];
+        for list in &mut lists {
+            let n = crate::store::wire::take_u32(input)? as usize;
+            if input.len() < n.checked_mul(4)? {
+                return None;
+            }
+            list.reserve_exact(n);
+            for _ in 0..n {
+                list.push(crate::store::wire::take_u32(input)?);
+            }
+            if list.iter().any(|&b| b as usize >= DIM) {
+                return None;
+            }
+        }
+        let a = f32::from_bits(crate::store::wire::take_u32(input)?);
+        let b = f32::from_bits(crate::store::wire::take_u32(input)?);
+        let shared = crate::store::wire::take_u32(input)? as usize;
+        let [tokens, grams] = lists;
+        Some(Vector { tokens, grams, values: (a, b), shared })
+    }
+
     /// A vector of value 1 on one bucket.
     pub fn unit(bucket: u32) -> Vector {
         Vector { tokens: vec![bucket], values: (1.0, 0.0), ..Vector::default() }

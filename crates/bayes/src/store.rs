@@ -16,6 +16,7 @@ pub mod dump;
 pub mod lmdb;
 pub mod redis;
 mod table;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
