@@ -68,8 +68,9 @@ pub fn agrees(class: Class, findings: &[Finding], category: &str) -> bool {
 pub enum Target {
     /// In this process, into the store (Redis; tests).
     Store(Arc<dyn Store>),
-    /// In a `strainer learn-items` process started per batch, with these arguments (LMDB).
-    Child(Vec<OsString>),
+    /// In a `strainer learn-items` process started per batch, with these arguments (LMDB);
+    /// the store `serve` reads is told of each commit coming ([`Store::expect_commit`]).
+    Child(Vec<OsString>, Arc<dyn Store>),
 }
 
 /// The queue and the thread that learns what it is given.
@@ -157,7 +158,14 @@ fn learn(target: &Target, params: &Params, cap: &Expiry, batch: &mut Vec<Item>) 
     let ham = batch.len() - spam;
     let done = match target {
         Target::Store(store) => learn_here(&**store, params, cap, batch),
-        Target::Child(args) => learn_in_child(args, batch),
+        Target::Child(args, store) => {
+            // Before (a quick child commits within the window) and after (a slow one, held up
+            // by `strainer train`, committed just now).
+            store.expect_commit();
+            let done = learn_in_child(args, batch);
+            store.expect_commit();
+            done
+        }
     };
     match done {
         Ok((new, expired)) => tracing::info!(spam, ham, new, expired, "autolearn: batch learnt"),
@@ -183,13 +191,14 @@ pub fn learn_here(store: &dyn Store, params: &Params, cap: &Expiry, batch: &[Ite
 }
 
 /// What `strainer learn-items` does: learns the items read from `input` into the LMDB store
-/// `bayes` names (an absolute `bayes.path`) and applies its cap.
+/// `bayes` names (`bayes.path` as `serve` resolved it; a relative one is taken from the working
+/// directory, which the child shares with `serve`) and applies its cap.
 pub fn learn_items(bayes: &crate::bayes::BayesConfig, mut input: impl std::io::Read) -> anyhow::Result<(usize, u64)> {
     let mut bytes = Vec::new();
     input.read_to_end(&mut bytes)?;
     let items = wire::decode_all(&bytes)?;
     drop(bytes);
-    let store = bayes.open_lmdb(Path::new("/"))?;
+    let store = bayes.open_lmdb(Path::new(""))?;
     learn_here(&store, &bayes.params(), &bayes.expiry(), &items)
 }
 

@@ -171,19 +171,22 @@ impl BayesConfig {
     pub fn learn_target(&self, base: &Path, store: Arc<dyn Store>) -> crate::autolearn::Target {
         match self.backend {
             Backend::Redis => crate::autolearn::Target::Store(store),
-            Backend::Lmdb => crate::autolearn::Target::Child(vec![
-                "learn-items".into(),
-                "--path".into(),
-                self.lmdb_path(base).into_os_string(),
-                "--map-size-mb".into(),
-                self.map_size_mb.to_string().into(),
-                "--train-passes".into(),
-                self.train_passes.to_string().into(),
-                "--max-tokens".into(),
-                self.max_tokens.to_string().into(),
-                "--max-seen".into(),
-                self.max_seen.to_string().into(),
-            ]),
+            Backend::Lmdb => crate::autolearn::Target::Child(
+                vec![
+                    "learn-items".into(),
+                    "--path".into(),
+                    self.lmdb_path(base).into_os_string(),
+                    "--map-size-mb".into(),
+                    self.map_size_mb.to_string().into(),
+                    "--train-passes".into(),
+                    self.train_passes.to_string().into(),
+                    "--max-tokens".into(),
+                    self.max_tokens.to_string().into(),
+                    "--max-seen".into(),
+                    self.max_seen.to_string().into(),
+                ],
+                store,
+            ),
         }
     }
 

@@ -237,6 +237,9 @@ pub trait Store: Send + Sync {
     fn export(&self, each: &mut dyn FnMut(Entry) -> Result<(), Error>) -> Result<(), Error>;
     /// Writes `entries` (an export, from any store) into this store, which must be empty.
     fn import(&self, entries: &[Entry]) -> Result<(), Error>;
+    /// Another process is about to commit for this one (autolearning's learner): a copy kept in
+    /// memory may lag that commit a round rather than have lookups read the store itself.
+    fn expect_commit(&self) {}
 }
 
 /// The error for importing into a store that holds something already.
@@ -569,5 +572,8 @@ impl<S: Store + ?Sized> Store for &S {
     }
     fn import(&self, entries: &[Entry]) -> Result<(), Error> {
         (**self).import(entries)
+    }
+    fn expect_commit(&self) {
+        (**self).expect_commit();
     }
 }

@@ -367,6 +367,18 @@ fn a_watched_copy_follows_commits_by_itself_and_is_read_behind_only_while_traini
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(counts(&*fast, &[5]), at(4, (4, 0)));
+
+    // Told that a commit is coming (autolearning's learner process): the copy is read behind
+    // until a round, where a lone commit would have had lookups read the store itself.
+    let told = std::sync::Arc::new(Snapshotted::new(Lmdb::open(&d.path().join("s"), 1 << 24).unwrap()));
+    Snapshotted::watch(&told, Duration::from_secs(3600)).unwrap();
+    assert_eq!(counts(&*told, &[5]), at(4, (4, 0)));
+    told.expect_commit();
+    other.learn(&[item(5, Class::Spam, &[5])], false).unwrap();
+    assert!(!told.is_current());
+    assert_eq!(counts(&*told, &[5]), at(4, (4, 0)));
+    told.refresh();
+    assert_eq!(counts(&*told, &[5]), at(5, (5, 0)));
 }
 
 #[test]

@@ -628,6 +628,15 @@ impl Store for Snapshotted {
     fn import(&self, entries: &[Entry]) -> Result<(), Error> {
         self.direct(|l| l.import(entries))
     }
+
+    /// Watched, the copy is read while behind until two periods from now, as while another
+    /// process trains: the commit is the watcher's to pick up, and messages meanwhile do not map
+    /// the store's file in (under autolearning that file was most of `serve`'s peak memory).
+    fn expect_commit(&self) {
+        if let (Some(period), Ok(mut b)) = (self.period.get().copied(), self.busy_until.write()) {
+            *b = Some(std::time::Instant::now() + period * 2);
+        }
+    }
 }
 
 #[cfg(test)]
