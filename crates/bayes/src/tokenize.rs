@@ -453,63 +453,94 @@ impl Tokenizer<'_> {
 
 /// Calls `f` with each word of `text` and whether it is all ASCII: runs of word characters
 /// (ASCII by [`is_word_byte`], any other alphanumeric character), trimmed at each end of what
-/// may not start or end a word (empty words included). Found byte by byte, a character decoded
+/// may not start or end a word (what trims to nothing is skipped). Found byte by byte, a character decoded
 /// only where a byte is not ASCII: splitting on decoded characters cost twice as much, and one
 /// accent anywhere sent a whole text that way.
 fn split_words(text: &str, mut f: impl FnMut(&str, bool)) {
     let bytes = text.as_bytes();
+    let class = |b: u8| CLASS[usize::from(b)];
     let mut i = 0;
     while i < bytes.len() {
+        // Separators between words are passed over here, not handed to `f` as empty words.
+        if class(bytes[i]) & (WORD | NON_ASCII) == 0 {
+            i += 1;
+            continue;
+        }
         let start = i;
         let mut ascii = true;
         // The length of the character that ends the run (none at the end of the text).
         let mut separator = 1;
-        while let Some(&b) = bytes.get(i) {
-            if b.is_ascii() {
-                if !is_word_byte(b) {
+        loop {
+            while let Some(&b) = bytes.get(i)
+                && class(b) & WORD != 0
+            {
+                i += 1;
+            }
+            if bytes.get(i).is_none_or(|&b| b.is_ascii()) {
+                break;
+            }
+            match text.get(i..).and_then(|t| t.chars().next()) {
+                Some(c) if c.is_alphanumeric() => i += c.len_utf8(),
+                other => {
+                    separator = other.map_or(1, char::len_utf8);
                     break;
                 }
-                i += 1;
-            } else {
-                match text.get(i..).and_then(|t| t.chars().next()) {
-                    Some(c) if c.is_alphanumeric() => i += c.len_utf8(),
-                    other => {
-                        separator = other.map_or(1, char::len_utf8);
-                        break;
-                    }
-                }
-                ascii = false;
             }
+            ascii = false;
         }
         // Only ASCII is trimmed: every other character in the run is alphanumeric, which may
-        // start and end a word.
+        // start and end a word (its bytes are classed as both).
         let (mut a, mut b) = (start, i);
-        while a < b && bytes[a].is_ascii() && !starts_word(char::from(bytes[a])) {
+        while a < b && class(bytes[a]) & START == 0 {
             a += 1;
         }
-        while a < b && bytes[b - 1].is_ascii() && !ends_word(char::from(bytes[b - 1])) {
+        while a < b && class(bytes[b - 1]) & END == 0 {
             b -= 1;
         }
-        if let Some(w) = text.get(a..b) {
+        if a < b
+            && let Some(w) = text.get(a..b)
+        {
             f(w, ascii);
         }
         i += separator;
     }
 }
 
-/// Characters a word may start with (others at its start are trimmed off).
-fn starts_word(c: char) -> bool {
-    c.is_alphanumeric() || c == '$'
+/// [`CLASS`] bits: a byte that belongs to a word ([`is_word_byte`]), may start one, may end
+/// one, is not ASCII.
+const WORD: u8 = 1;
+const START: u8 = 2;
+const END: u8 = 4;
+const NON_ASCII: u8 = 8;
+
+/// What each byte is to [`split_words`], looked up once instead of a chain of comparisons per
+/// byte. Bytes beyond ASCII may start and end a word (trimming is of ASCII only) and are
+/// decoded to tell whether they belong to one.
+static CLASS: [u8; 256] = {
+    let mut t = [START | END | NON_ASCII; 256];
+    let mut b = 0u8;
+    while b < 0x80 {
+        t[b as usize] = if is_word_byte(b) { WORD } else { 0 }
+            | if starts_word(b) { START } else { 0 }
+            | if ends_word(b) { END } else { 0 };
+        b += 1;
+    }
+    t
+};
+
+/// ASCII bytes a word may start with (others at its start are trimmed off).
+const fn starts_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'$'
 }
 
-/// Characters a word may end with (others at its end are trimmed off).
-fn ends_word(c: char) -> bool {
-    c.is_alphanumeric() || c == '!' || c == '%'
+/// ASCII bytes a word may end with (others at its end are trimmed off).
+const fn ends_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'!' || b == b'%'
 }
 
 /// ASCII bytes that belong to a word (letters, digits and the punctuation that joins words,
 /// as in prices, addresses and URLs).
-fn is_word_byte(b: u8) -> bool {
+const fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(b, b'$' | b'\'' | b'-' | b'.' | b'_' | b'!' | b'@' | b'%' | b'/' | b':' | b'&' | b',')
 }
@@ -593,8 +624,11 @@ mod tests {
     /// character, then trimmed (as the tokenizer did before splitting byte by byte).
     fn reference_words(text: &str) -> Vec<(String, bool)> {
         let is_word_char = |c: char| if c.is_ascii() { is_word_byte(c as u8) } else { c.is_alphanumeric() };
+        // Every character may start and end a word but ASCII punctuation, which only some may.
+        let starts = |c: char| c.is_alphanumeric() || c == '$';
+        let ends = |c: char| c.is_alphanumeric() || c == '!' || c == '%';
         text.split(|c: char| !is_word_char(c))
-            .map(|raw| raw.trim_start_matches(|c: char| !starts_word(c)).trim_end_matches(|c: char| !ends_word(c)))
+            .map(|raw| raw.trim_start_matches(|c: char| !starts(c)).trim_end_matches(|c: char| !ends(c)))
             .filter(|w| !w.is_empty())
             .map(|w| (w.to_string(), w.is_ascii()))
             .collect()
