@@ -13,7 +13,12 @@
 //! An LMDB batch is learnt by a `strainer learn-items` process started for it ([`Target::Child`],
 //! the items sent on its standard input in [`strainer_bayes::store::wire`]'s form): LMDB keeps
 //! the pages a write transaction dirtied for the next one, which in `serve` held about 54 MiB
-//! for good; in the child they go when it exits. A Redis store learns in `serve` itself.
+//! for good; in the child they go when it exits. `serve`'s copy is told the commit is coming and
+//! is read a round behind it, so messages do not read (and map in) the store's file meanwhile.
+//! A Redis store learns in `serve` itself.
+//!
+//! It is off by default for what it costs under a flood of new mail: about 40% more CPU per
+//! message (children included) and 30 MiB more peak memory in `serve` (benches/README.md).
 
 use std::ffi::OsString;
 use std::io::Write as _;
