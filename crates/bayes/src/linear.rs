@@ -97,8 +97,8 @@ impl Vector {
         out.extend_from_slice(&(self.shared as u32).to_le_bytes());
     }
 
-    /// Reads what [`Vector::encode`] wrote from the front of `input`; `None` when it is cut short
-    /// or names a bucket out of range.
+    /// Reads what [`Vector::encode`] wrote from the front of `input`; `None` when it is cut short,
+    /// names a bucket out of range or holds a value that is not a finite number.
     pub(crate) fn decode(input: &mut &[u8]) -> Option<Vector> {
         let mut lists = [Vec::new(), Vec::new()];
         for list in &mut lists {
@@ -116,6 +116,9 @@ impl Vector {
         }
         let a = f32::from_bits(crate::store::wire::take_u32(input)?);
         let b = f32::from_bits(crate::store::wire::take_u32(input)?);
+        if !(a.is_finite() && b.is_finite()) {
+            return None;
+        }
         let shared = crate::store::wire::take_u32(input)? as usize;
         let [tokens, grams] = lists;
         Some(Vector { tokens, grams, values: (a, b), shared })

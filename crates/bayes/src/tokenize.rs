@@ -453,9 +453,9 @@ impl Tokenizer<'_> {
 
 /// Calls `f` with each word of `text` and whether it is all ASCII: runs of word characters
 /// (ASCII by [`is_word_byte`], any other alphanumeric character), trimmed at each end of what
-/// may not start or end a word (what trims to nothing is skipped). Found byte by byte, a character decoded
-/// only where a byte is not ASCII: splitting on decoded characters cost twice as much, and one
-/// accent anywhere sent a whole text that way.
+/// may not start or end a word (what trims to nothing is skipped). Found byte by byte, a
+/// character decoded only where a byte is not ASCII: splitting on decoded characters cost twice
+/// as much, and one accent anywhere sent a whole text that way.
 fn split_words(text: &str, mut f: impl FnMut(&str, bool)) {
     let bytes = text.as_bytes();
     let class = |b: u8| CLASS[usize::from(b)];

@@ -102,6 +102,12 @@ mod tests {
         let mut bad_class = s.clone();
         bad_class[HEADER.len() + 16] = b'x';
         assert!(decode_all(&bad_class).is_err());
+        // The token value (after the two bucket lists: 2 hashes, 1 token bucket, the grams).
+        let grams = item("cheap pills", Class::Spam, vec![1, 2]).vector.entries().count() - 1;
+        let value_at = HEADER.len() + 16 + 1 + 4 + 16 + 4 + 4 + 4 + 4 * grams;
+        let mut nan = s.clone();
+        nan[value_at..value_at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert!(decode_all(&nan).is_err(), "a value that is not a number");
     }
 
     proptest::proptest! {
