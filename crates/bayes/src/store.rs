@@ -22,7 +22,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use serde::Serialize;
-use xxhash_rust::xxh3::xxh3_128;
 
 pub use dump::Entry;
 
@@ -70,9 +69,15 @@ impl Class {
 pub struct Digest(pub [u8; 16]);
 
 impl Digest {
-    /// The digest of a raw message.
+    /// The digest of a raw message: xxh3-128 of its Message-ID, a zero byte and its body without
+    /// carriage returns (line endings differ between a message on the wire and in a mailbox).
+    /// Hashed as a stream of the runs between carriage returns: copying the body without them
+    /// and finding its start a window at a time were 3.7% of `strainer train`'s instructions
+    /// (now 1.3%).
     pub fn of(raw: &[u8]) -> Digest {
-        let split = find(raw, b"\r\n\r\n").map(|i| (i, 4)).or_else(|| find(raw, b"\n\n").map(|i| (i, 2)));
+        let split = memchr::memmem::find(raw, b"\r\n\r\n")
+            .map(|i| (i, 4))
+            .or_else(|| memchr::memmem::find(raw, b"\n\n").map(|i| (i, 2)));
         let (head, body) = match split {
             Some((i, n)) => (&raw[..i], &raw[i + n..]),
             None => (raw, &raw[raw.len()..]),
@@ -84,17 +89,17 @@ impl Digest {
                 break;
             }
         }
-        // Line endings differ between a message on the wire and one in a mailbox.
-        let mut data = Vec::with_capacity(id.len() + body.len() + 1);
-        data.extend_from_slice(id);
-        data.push(0);
-        data.extend(body.iter().copied().filter(|&b| b != b'\r'));
-        Digest(xxh3_128(&data).to_le_bytes())
+        let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+        h.update(id);
+        h.update(&[0]);
+        let mut from = 0;
+        for cr in memchr::memchr_iter(b'\r', body) {
+            h.update(&body[from..cr]);
+            from = cr + 1;
+        }
+        h.update(&body[from..]);
+        Digest(h.digest128().to_le_bytes())
     }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// One message to learn or forget.
@@ -575,5 +580,51 @@ impl<S: Store + ?Sized> Store for &S {
     }
     fn expect_commit(&self) {
         (**self).expect_commit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The digest as defined, the plain way: the Message-ID, a zero byte and the body copied
+    /// without carriage returns, hashed in one go.
+    fn reference_digest(raw: &[u8]) -> Digest {
+        let find = |needle: &[u8]| raw.windows(needle.len()).position(|w| w == needle);
+        let split = find(b"\r\n\r\n").map(|i| (i, 4)).or_else(|| find(b"\n\n").map(|i| (i, 2)));
+        let (head, body) = match split {
+            Some((i, n)) => (&raw[..i], &raw[i + n..]),
+            None => (raw, &raw[raw.len()..]),
+        };
+        let id = head
+            .split(|&b| b == b'\n')
+            .find(|l| l.len() > 11 && l[..11].eq_ignore_ascii_case(b"message-id:"))
+            .map_or(&b""[..], |l| l[11..].trim_ascii());
+        let mut data = id.to_vec();
+        data.push(0);
+        data.extend(body.iter().copied().filter(|&b| b != b'\r'));
+        Digest(xxhash_rust::xxh3::xxh3_128(&data).to_le_bytes())
+    }
+
+    #[test]
+    fn a_message_on_the_wire_and_in_a_mailbox_has_one_digest() {
+        let wire = b"From: a@example.org\r\nMessage-ID: <x@example.org>\r\n\r\nhello\r\nworld\r\n";
+        let mbox = b"From: a@example.org\nMessage-ID: <x@example.org>\n\nhello\nworld\n";
+        assert_eq!(Digest::of(wire), Digest::of(mbox));
+        assert_eq!(Digest::of(wire), reference_digest(wire));
+        let other = b"From: a@example.org\r\nMessage-ID: <y@example.org>\r\n\r\nhello\r\nworld\r\n";
+        assert_ne!(Digest::of(wire), Digest::of(other));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_digest_is_the_reference_s(
+            head in "((From|Subject|Message-Id|message-id): [a-z<>@.]{0,12}(\r\n|\n)){0,4}",
+            sep in "(\r\n|\n)?",
+            body in "([a-z \r\n]|\r\n\r\n){0,300}",
+        ) {
+            let raw = format!("{head}{sep}{body}");
+            proptest::prop_assert_eq!(Digest::of(raw.as_bytes()), reference_digest(raw.as_bytes()));
+        }
     }
 }
