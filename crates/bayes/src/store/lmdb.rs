@@ -519,12 +519,21 @@ impl Snapshotted {
         {
             let first = w.txn == usize::MAX;
             *w = Arc::new(fresh);
-            if let (false, Some(period), Ok(mut b)) = (first, self.period.get().copied(), self.busy_until.write()) {
-                *b = Some(std::time::Instant::now() + period * 2);
+            // Rebuilt for a commit: another process may be training, so its next commits are
+            // read behind too.
+            if !first {
+                self.read_behind_for_two_periods();
             }
         }
         if self.map_read.swap(false, std::sync::atomic::Ordering::Relaxed) {
             self.lmdb.release_pages();
+        }
+    }
+
+    /// Watched, lets lookups read the copy while it is behind for the next two periods.
+    fn read_behind_for_two_periods(&self) {
+        if let (Some(period), Ok(mut b)) = (self.period.get().copied(), self.busy_until.write()) {
+            *b = Some(std::time::Instant::now() + period * 2);
         }
     }
 
@@ -633,9 +642,7 @@ impl Store for Snapshotted {
     /// process trains: the commit is the watcher's to pick up, and messages meanwhile do not map
     /// the store's file in (under autolearning that file was most of `serve`'s peak memory).
     fn expect_commit(&self) {
-        if let (Some(period), Ok(mut b)) = (self.period.get().copied(), self.busy_until.write()) {
-            *b = Some(std::time::Instant::now() + period * 2);
-        }
+        self.read_behind_for_two_periods();
     }
 }
 
