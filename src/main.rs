@@ -489,7 +489,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ..Default::default()
             };
             let (new, expired) = strainer::autolearn::learn_items(&bayes, std::io::stdin().lock())?;
-            println!("{new} {expired}");
+            strainer::outln!("{new} {expired}");
             Ok(())
         }
         Cmd::Config { command: ConfigCmd::Check { file } } => {
