@@ -572,8 +572,13 @@ impl Snapshotted {
     }
 
     fn build(&self) -> Result<Snap, Error> {
-        let txn = self.lmdb.env.info().last_txn_id;
         let rtxn = self.lmdb.env.read_txn().map_err(|e| self.lmdb.err(e))?;
+        // The copy is tagged with the commit it reads, not with the environment's last commit as
+        // info() gives it: a writer puts its new meta page (which info() reads) before it tells
+        // new readers (the lock file), so for a moment info() is a commit ahead of what a read
+        // transaction sees, and a copy tagged that way stayed a commit behind, taken for current,
+        // until the next commit.
+        let txn = rtxn.id();
         let totals = self.lmdb.totals(&rtxn)?;
         let n = usize::try_from(self.lmdb.tokens.len(&rtxn).map_err(|e| self.lmdb.err(e))?).unwrap_or(0);
         let mut counts = super::table::CountTable::with_capacity(n);
@@ -590,8 +595,6 @@ impl Snapshotted {
         }
         let weights = linear::decode(self.lmdb.meta.get(&rtxn, LINEAR).map_err(|e| self.lmdb.err(e))?);
         self.lmdb.release_pages();
-        // A commit between info() and read_txn() makes the copy newer than its tag: it is rebuilt
-        // once more (next lookup, or the watcher's next round), never older than its tag.
         Ok(Snap { txn, totals, counts, weights })
     }
 }
