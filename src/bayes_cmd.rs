@@ -1,5 +1,5 @@
-//! `strainer bayes backup`, `export` and `import`: copies of the Bayes store, for safekeeping and
-//! for moving a model between LMDB and Redis.
+//! `strainer bayes backup`, `restore`, `export` and `import`: copies of the Bayes store, for
+//! safekeeping and for moving a model between LMDB and Redis.
 
 use std::io::{BufRead as _, Write as _};
 use std::path::Path;
@@ -35,11 +35,7 @@ pub fn backup(bayes: &BayesConfig, base: &Path, dir: &Path) -> anyhow::Result<()
         mib(copy),
         mib(live)
     );
-    crate::outln!(
-        "to restore: stop `strainer serve`, set bayes.path to {} (or move its data.mdb into {}), start it again",
-        dir.display(),
-        path.display()
-    );
+    crate::outln!("to restore it: strainer bayes restore {} (serve and train may keep running)", dir.display());
     Ok(())
 }
 
@@ -135,6 +131,80 @@ fn count(n: &mut (u64, u64, u64), e: &Entry) {
 /// `strainer bayes import FILE` (`-`: stdin): an export into the configured store, which must
 /// be empty; gives back the store.
 pub fn import(bayes: &BayesConfig, base: &Path, file: &Path) -> anyhow::Result<Arc<dyn strainer_bayes::Store>> {
+    let (entries, n) = read_export(file)?;
+    let started = Instant::now();
+    let store = bayes.open(base)?;
+    store.import(&entries, false)?;
+    crate::outln!(
+        "imported {} features, {} messages learnt and {} weights into {} in {:.1} s",
+        n.0,
+        n.1,
+        n.2,
+        target(bayes, base),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(store)
+}
+
+/// `strainer bayes restore SOURCE`: the model of a backup directory (`bayes backup`) or of an
+/// export file (`bayes export`) takes the place of the configured store's, in one transaction
+/// (LMDB) or one swap (Redis), while `serve` and `train` keep running; gives back the store.
+pub fn restore(bayes: &BayesConfig, base: &Path, source: &Path) -> anyhow::Result<Arc<dyn strainer_bayes::Store>> {
+    let (entries, n) = if source.is_dir() { read_backup(bayes, base, source)? } else { read_export(source)? };
+    let started = Instant::now();
+    let store = bayes.open(base)?;
+    let before = store.stats()?.totals;
+    store.import(&entries, true)?;
+    crate::outln!(
+        "restored {} features, {} messages learnt and {} weights from {} into {} in {:.1} s (it held {} spam and {} ham learnt)",
+        n.0,
+        n.1,
+        n.2,
+        source.display(),
+        target(bayes, base),
+        started.elapsed().as_secs_f64(),
+        before.spam,
+        before.ham
+    );
+    Ok(store)
+}
+
+/// Where the configured store is, for messages.
+fn target(bayes: &BayesConfig, base: &Path) -> String {
+    match bayes.backend {
+        Backend::Lmdb => bayes.lmdb_path(base).display().to_string(),
+        Backend::Redis => format!("{} under {}", bayes.redis_url, bayes.redis_prefix),
+    }
+}
+
+/// Every record of the LMDB store in backup directory `dir`, counted as features, messages
+/// learnt and weights.
+fn read_backup(bayes: &BayesConfig, base: &Path, dir: &Path) -> anyhow::Result<(Vec<Entry>, (u64, u64, u64))> {
+    if !dir.join("data.mdb").is_file() {
+        anyhow::bail!(
+            "{}: no data.mdb there, so not a backup; give a directory made by `strainer bayes backup`, or an export file",
+            dir.display()
+        );
+    }
+    let live = bayes.lmdb_path(base);
+    if bayes.backend == Backend::Lmdb && std::fs::canonicalize(dir).ok() == std::fs::canonicalize(&live).ok() {
+        anyhow::bail!("{} is the store itself (bayes.path); give a backup directory", dir.display());
+    }
+    let backup = strainer_bayes::store::lmdb::Lmdb::open(dir, bayes.map_size_mb.saturating_mul(1 << 20))
+        .with_context(|| format!("{}: not a readable backup", dir.display()))?;
+    let mut entries = Vec::new();
+    let mut n = (0u64, 0u64, 0u64);
+    strainer_bayes::Store::export(&backup, &mut |e| {
+        count(&mut n, &e);
+        entries.push(e);
+        Ok(())
+    })?;
+    Ok((entries, n))
+}
+
+/// The records of export `file` (`-`: stdin), counted as features, messages learnt and weights;
+/// names the line of anything it cannot read.
+fn read_export(file: &Path) -> anyhow::Result<(Vec<Entry>, (u64, u64, u64))> {
     let name = if file == Path::new("-") { "stdin".to_string() } else { file.display().to_string() };
     let reader: Box<dyn std::io::BufRead> = if file == Path::new("-") {
         Box::new(std::io::stdin().lock())
@@ -162,19 +232,5 @@ pub fn import(bayes: &BayesConfig, base: &Path, file: &Path) -> anyhow::Result<A
         count(&mut n, &e);
         entries.push(e);
     }
-    let started = Instant::now();
-    let store = bayes.open(base)?;
-    store.import(&entries)?;
-    let target = match bayes.backend {
-        Backend::Lmdb => bayes.lmdb_path(base).display().to_string(),
-        Backend::Redis => format!("{} under {}", bayes.redis_url, bayes.redis_prefix),
-    };
-    crate::outln!(
-        "imported {} features, {} messages learnt and {} weights into {target} in {:.1} s",
-        n.0,
-        n.1,
-        n.2,
-        started.elapsed().as_secs_f64()
-    );
-    Ok(store)
+    Ok((entries, n))
 }

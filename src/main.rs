@@ -214,10 +214,17 @@ enum BayesCmd {
     /// Apply the size cap now (training does it by itself when over the cap).
     Expire,
     /// Copy the LMDB store, compacted, into a new directory while `serve` and `train` keep
-    /// running; to restore, stop `serve` and point `bayes.path` at the copy
+    /// running; `restore` puts it back
     Backup {
         /// Directory to create for the copy (it must not hold a store already).
         dir: PathBuf,
+    },
+    /// Replace the configured store's model with a backup's or an export's, at once (one
+    /// transaction on LMDB, one swap on Redis), while `serve` and `train` keep running
+    Restore {
+        /// A directory made by `bayes backup`, or a file made by `bayes export` (`-` for
+        /// standard input).
+        source: PathBuf,
     },
     /// Write the whole store as text, the same from LMDB and Redis (to move a model between
     /// them, or keep a copy any version reads); `import` reads it
@@ -475,6 +482,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 BayesCmd::Export { file } => strainer::bayes_cmd::export(&config.bayes, &base, file.as_deref()),
                 BayesCmd::Import { file } => {
                     let store = strainer::bayes_cmd::import(&config.bayes, &base, &file)?;
+                    strainer::train_cmd::print_stats(&*store, &config, false)
+                }
+                BayesCmd::Restore { source } => {
+                    let store = strainer::bayes_cmd::restore(&config.bayes, &base, &source)?;
                     strainer::train_cmd::print_stats(&*store, &config, false)
                 }
             }

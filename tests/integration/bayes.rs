@@ -503,3 +503,57 @@ fn an_export_imported_into_a_new_store_scores_the_same_and_bad_files_name_their_
     assert!(e.contains("broken.txt:3:") && e.contains("16 hex digits"), "{e}");
     assert_eq!(totals(&fresh), (0, 0), "a refused import leaves the store empty");
 }
+
+#[test]
+fn a_backup_or_an_export_restores_over_a_store_that_learnt_more_since() {
+    let (d, config, _) = trained(40);
+    let backup = d.path().join("backup");
+    assert!(strainer(&["bayes", "backup"], &config).arg(&backup).output().unwrap().status.success());
+    let dump = d.path().join("model.txt");
+    assert!(strainer(&["bayes", "export"], &config).arg(&dump).output().unwrap().status.success());
+    // Twenty more of each, learnt after the copies were taken.
+    let (spam, ham) = (d.path().join("spam2"), d.path().join("ham2"));
+    for (dir, is_spam) in [(&spam, true), (&ham, false)] {
+        synth(dir, 60, is_spam);
+        (0..40).for_each(|i| std::fs::remove_file(dir.join(format!("{i:06}.eml"))).unwrap());
+    }
+    assert!(train(&config, &spam, &ham).output().unwrap().status.success());
+    assert_eq!(totals(&config), (60, 60));
+
+    let out = strainer(&["bayes", "restore"], &config).arg(&backup).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("restored") && said.contains("it held 60 spam and 60 ham"), "{said}");
+    assert_eq!(totals(&config), (40, 40));
+    let exported = strainer(&["bayes", "export"], &config).output().unwrap();
+    assert_eq!(exported.stdout, std::fs::read(&dump).unwrap(), "the store is the backup's, record for record");
+    // What was learnt after the backup is forgotten with it, so it counts when learnt again.
+    let out = train(&config, &spam, &ham).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("spam: 20 learnt"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // From an export file too.
+    let out = strainer(&["bayes", "restore"], &config).arg(&dump).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(totals(&config), (40, 40));
+
+    // Refused, saying why, with the store left as it was: a directory that is not a backup, the
+    // store itself, a file that is not a whole export.
+    let err = |out: std::process::Output| {
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = err(strainer(&["bayes", "restore"], &config).arg(d.path().join("spam")).output().unwrap());
+    assert!(e.contains("not a backup") && e.contains("strainer bayes backup"), "{e}");
+    let e = err(strainer(&["bayes", "restore"], &config).arg(d.path().join("store")).output().unwrap());
+    assert!(e.contains("the store itself"), "{e}");
+    let text = std::fs::read_to_string(&dump).unwrap();
+    let cut = d.path().join("cut.txt");
+    std::fs::write(&cut, text.lines().filter(|l| !l.starts_with("totals ")).collect::<Vec<_>>().join("\n")).unwrap();
+    let e = err(strainer(&["bayes", "restore"], &config).arg(&cut).output().unwrap());
+    assert!(e.contains("totals"), "{e}");
+    assert_eq!(totals(&config), (40, 40));
+}

@@ -240,8 +240,10 @@ pub trait Store: Send + Sync {
     /// Hands every record the store holds to `each`, all from one state of the store: the
     /// totals first, then features, messages learnt and weights.
     fn export(&self, each: &mut dyn FnMut(Entry) -> Result<(), Error>) -> Result<(), Error>;
-    /// Writes `entries` (an export, from any store) into this store, which must be empty.
-    fn import(&self, entries: &[Entry]) -> Result<(), Error>;
+    /// Writes `entries` (an export, from any store) into this store, which must be empty; with
+    /// `replace`, what it held is dropped instead, in the same transaction where the store has
+    /// them (a restore).
+    fn import(&self, entries: &[Entry], replace: bool) -> Result<(), Error>;
     /// Another process is about to commit for this one (autolearning's learner): a copy kept in
     /// memory may lag that commit a round rather than have lookups read the store itself.
     fn expect_commit(&self) {}
@@ -525,10 +527,14 @@ impl Store for Memory {
         dump::weight_entries(&m.weights).try_for_each(each)
     }
 
-    fn import(&self, entries: &[Entry]) -> Result<(), Error> {
+    fn import(&self, entries: &[Entry], replace: bool) -> Result<(), Error> {
         let totals = imported_totals(entries)?;
         let mut m = self.lock()?;
-        if m.totals != Totals::default() || !m.tokens.is_empty() || !m.seen.is_empty() {
+        if replace {
+            m.tokens.clear();
+            m.seen.clear();
+            m.weights = Vec::new();
+        } else if m.totals != Totals::default() || !m.tokens.is_empty() || !m.seen.is_empty() {
             return Err(not_empty("the memory store"));
         }
         for e in entries {
@@ -575,8 +581,8 @@ impl<S: Store + ?Sized> Store for &S {
     fn export(&self, each: &mut dyn FnMut(Entry) -> Result<(), Error>) -> Result<(), Error> {
         (**self).export(each)
     }
-    fn import(&self, entries: &[Entry]) -> Result<(), Error> {
-        (**self).import(entries)
+    fn import(&self, entries: &[Entry], replace: bool) -> Result<(), Error> {
+        (**self).import(entries, replace)
     }
     fn expect_commit(&self) {
         (**self).expect_commit();

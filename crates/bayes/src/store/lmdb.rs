@@ -394,15 +394,22 @@ impl Store for Lmdb {
         super::dump::weight_entries(&weights).try_for_each(each)
     }
 
-    fn import(&self, entries: &[Entry]) -> Result<(), Error> {
+    fn import(&self, entries: &[Entry], replace: bool) -> Result<(), Error> {
         let totals = super::imported_totals(entries)?;
-        // One write transaction: a failed import leaves the store as empty as it was.
+        // One write transaction: a failed import leaves the store as it was, and readers see
+        // the old model or the new one, never a mix.
         let mut wtxn = self.env.write_txn().map_err(|e| self.err(e))?;
-        let empty = self.tokens.is_empty(&wtxn).map_err(|e| self.err(e))?
-            && self.seen.is_empty(&wtxn).map_err(|e| self.err(e))?
-            && self.totals(&wtxn)? == Totals::default();
-        if !empty {
-            return Err(super::not_empty(&format!("the store in {}", self.path.display())));
+        if replace {
+            self.tokens.clear(&mut wtxn).map_err(|e| self.err(e))?;
+            self.seen.clear(&mut wtxn).map_err(|e| self.err(e))?;
+            self.meta.delete(&mut wtxn, LINEAR).map_err(|e| self.err(e))?;
+        } else {
+            let empty = self.tokens.is_empty(&wtxn).map_err(|e| self.err(e))?
+                && self.seen.is_empty(&wtxn).map_err(|e| self.err(e))?
+                && self.totals(&wtxn)? == Totals::default();
+            if !empty {
+                return Err(super::not_empty(&format!("the store in {}", self.path.display())));
+            }
         }
         for e in entries {
             match *e {
@@ -637,8 +644,8 @@ impl Store for Snapshotted {
         self.direct(|l| l.export(each))
     }
 
-    fn import(&self, entries: &[Entry]) -> Result<(), Error> {
-        self.direct(|l| l.import(entries))
+    fn import(&self, entries: &[Entry], replace: bool) -> Result<(), Error> {
+        self.direct(|l| l.import(entries, replace))
     }
 
     /// Watched, the copy is read while behind until two periods from now, as while another

@@ -396,6 +396,49 @@ fn decode_seen(v: &[u8]) -> Option<(Seen, u32)> {
     Some(((class, step), day.parse().unwrap_or(0)))
 }
 
+/// The keys that hold the model (`wver` only counts changes to it).
+const MODEL_KEYS: [&str; 6] = ["s", "h", "d", "seen", "w", "totals"];
+
+impl Redis {
+    /// Replaces the model with `entries`: imported under a staging prefix first, then swapped in
+    /// by one MULTI/EXEC (the old keys deleted, the staged ones renamed), so hosts scoring
+    /// meanwhile read the old model or the new one, and a trainer writing meanwhile finds its
+    /// watched keys changed and learns its batch again on the new model.
+    fn replace_with(&self, entries: &[Entry]) -> Result<(), Error> {
+        let staging = Redis {
+            client: self.client.clone(),
+            prefix: format!("{}:restore", self.prefix),
+            timeout: self.timeout,
+            idle: Mutex::new(Vec::new()),
+            weights: Mutex::new(None),
+        };
+        // What an earlier restore cut short may have left there.
+        let mut leftovers: Vec<String> = MODEL_KEYS.map(|k| staging.key(k)).to_vec();
+        leftovers.push(staging.key("wver"));
+        staging.with(|c| redis::cmd("DEL").arg(&leftovers).query::<()>(c))?;
+        let cut_short = |e: Error| {
+            Error::Other(format!(
+                "the restore stopped before the swap ({e}): the store under {} is as it was",
+                self.prefix
+            ))
+        };
+        staging.import(entries, false).map_err(cut_short)?;
+        let staged: Vec<bool> =
+            staging.with(|c| MODEL_KEYS.iter().map(|k| c.exists(staging.key(k))).collect::<redis::RedisResult<_>>())?;
+        self.with(|c| {
+            let mut p = redis::pipe();
+            p.atomic();
+            p.del(MODEL_KEYS.map(|k| self.key(k)).to_vec()).ignore();
+            for (k, _) in MODEL_KEYS.iter().zip(&staged).filter(|(_, there)| **there) {
+                p.rename(staging.key(k), self.key(k)).ignore();
+            }
+            p.del(staging.key("wver")).ignore();
+            p.incr(self.key("wver"), 1).ignore();
+            p.query::<()>(c)
+        })
+    }
+}
+
 impl Store for Redis {
     fn lookup(&self, hashes: &[u64], out: &mut Vec<Counts>) -> Result<Totals, Error> {
         Ok(self.lookup_versioned(hashes, out)?.0)
@@ -547,9 +590,12 @@ impl Store for Redis {
         )))
     }
 
-    fn import(&self, entries: &[Entry]) -> Result<(), Error> {
+    fn import(&self, entries: &[Entry], replace: bool) -> Result<(), Error> {
         let totals = super::imported_totals(entries)?;
-        let keys: Vec<String> = ["s", "h", "d", "seen", "w", "totals"].map(|k| self.key(k)).to_vec();
+        if replace {
+            return self.replace_with(entries);
+        }
+        let keys: Vec<String> = MODEL_KEYS.map(|k| self.key(k)).to_vec();
         if self.with(|c| redis::cmd("EXISTS").arg(&keys).query::<u64>(c))? > 0 {
             return Err(super::not_empty(&format!("the store under {}", self.prefix)));
         }
