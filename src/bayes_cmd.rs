@@ -153,7 +153,8 @@ pub fn restore(bayes: &BayesConfig, base: &Path, source: &Path) -> anyhow::Resul
     let (entries, n) = if source.is_dir() { read_backup(bayes, base, source)? } else { read_export(source)? };
     let started = Instant::now();
     let store = bayes.open(base)?;
-    let before = store.stats()?.totals;
+    // The totals alone (stats would walk a Redis model whole).
+    let before = store.lookup(&[], &mut Vec::new())?;
     store.import(&entries, true)?;
     crate::outln!(
         "restored {} features, {} messages learnt and {} weights from {} into {} in {:.1} s (it held {} spam and {} ham learnt)",
@@ -190,7 +191,7 @@ fn read_backup(bayes: &BayesConfig, base: &Path, dir: &Path) -> anyhow::Result<(
     if bayes.backend == Backend::Lmdb && std::fs::canonicalize(dir).ok() == std::fs::canonicalize(&live).ok() {
         anyhow::bail!("{} is the store itself (bayes.path); give a backup directory", dir.display());
     }
-    let backup = strainer_bayes::store::lmdb::Lmdb::open(dir, bayes.map_size_mb.saturating_mul(1 << 20))
+    let backup = strainer_bayes::store::lmdb::Lmdb::open_read_only(dir)
         .with_context(|| format!("{}: not a readable backup", dir.display()))?;
     let mut entries = Vec::new();
     let mut n = (0u64, 0u64, 0u64);

@@ -642,8 +642,22 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("strainer: {e:#}");
+            eprintln!("strainer: {}", chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, one after another, leaving out a cause whose text the message
+/// holds already (errors that name their cause in their own text, such as the store's).
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }

@@ -524,6 +524,7 @@ fn a_backup_or_an_export_restores_over_a_store_that_learnt_more_since() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("restored") && said.contains("it held 60 spam and 60 ham"), "{said}");
+    assert!(!backup.join("lock.mdb").exists(), "the backup is only read: nothing is written there");
     assert_eq!(totals(&config), (40, 40));
     let exported = strainer(&["bayes", "export"], &config).output().unwrap();
     assert_eq!(exported.stdout, std::fs::read(&dump).unwrap(), "the store is the backup's, record for record");
@@ -550,6 +551,11 @@ fn a_backup_or_an_export_restores_over_a_store_that_learnt_more_since() {
     assert!(e.contains("not a backup") && e.contains("strainer bayes backup"), "{e}");
     let e = err(strainer(&["bayes", "restore"], &config).arg(d.path().join("store")).output().unwrap());
     assert!(e.contains("the store itself"), "{e}");
+    let junk = d.path().join("junk");
+    std::fs::create_dir(&junk).unwrap();
+    std::fs::write(junk.join("data.mdb"), "not a store").unwrap();
+    let e = err(strainer(&["bayes", "restore"], &config).arg(&junk).output().unwrap());
+    assert!(e.contains("not a readable backup"), "{e}");
     let text = std::fs::read_to_string(&dump).unwrap();
     let cut = d.path().join("cut.txt");
     std::fs::write(&cut, text.lines().filter(|l| !l.starts_with("totals ")).collect::<Vec<_>>().join("\n")).unwrap();

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use heed::byteorder::NativeEndian;
 use heed::types::{Bytes, U64};
-use heed::{Database, Env, EnvOpenOptions, IntegerComparator, RoTxn};
+use heed::{Database, Env, EnvFlags, EnvOpenOptions, IntegerComparator, RoTxn};
 
 use super::{Entry, Error, Expired, Expiry, Item, Learned, Record, Stats, Store, expiry_victims, today};
 use crate::linear::{self, Vector};
@@ -71,6 +71,61 @@ impl Lmdb {
     }
 }
 
+impl Lmdb {
+    /// Opens the store in directory `path` only to read it, writing nothing there: for a copy
+    /// made by [`Inner::backup`] (`strainer bayes restore`), which may sit on a read-only file
+    /// system or belong to another user. A directory without `lock.mdb` was never opened as a
+    /// live store, so it is read without locking; one with it is read through its lock, in case
+    /// a process writes there.
+    pub fn open_read_only(path: &Path) -> Result<Lmdb, Error> {
+        let err = |source| Error::Lmdb { path: path.display().to_string(), source };
+        let mut opts = EnvOpenOptions::new();
+        opts.max_dbs(4).max_readers(254);
+        let flags =
+            if path.join("lock.mdb").exists() { EnvFlags::READ_ONLY } else { EnvFlags::READ_ONLY | EnvFlags::NO_LOCK };
+        // SAFETY: NO_LOCK only where no lock file says the store was ever live, that is, a
+        // backup written whole and renamed into place, which no process writes again; and the
+        // environment is opened this once, outside `Lmdb::open`'s registry, read-only.
+        #[allow(unsafe_code)]
+        let env = unsafe {
+            opts.flags(flags);
+            opts.open(path)
+        }
+        .map_err(err)?;
+        let rtxn = env.read_txn().map_err(err)?;
+        let missing =
+            || Error::Other(format!("{}: not a strainer Bayes store (no tokens, seen or meta)", path.display()));
+        let tokens = env
+            .database_options()
+            .types::<U64<NativeEndian>, Bytes>()
+            .key_comparator::<IntegerComparator>()
+            .name("tokens")
+            .open(&rtxn)
+            .map_err(err)?
+            .ok_or_else(missing)?;
+        let seen = env.open_database(&rtxn, Some("seen")).map_err(err)?.ok_or_else(missing)?;
+        let meta: Database<Bytes, Bytes> = env.open_database(&rtxn, Some("meta")).map_err(err)?.ok_or_else(missing)?;
+        check_format(path, meta.get(&rtxn, FORMAT).map_err(err)?)?;
+        // Committed, not dropped: the databases opened in a read transaction stay open for the
+        // environment's later ones only then.
+        rtxn.commit().map_err(err)?;
+        Ok(Lmdb(Arc::new(Inner { env, path: path.to_path_buf(), tokens, seen, meta })))
+    }
+}
+
+/// Refuses a store written in another format than this strainer's.
+fn check_format(path: &Path, format: Option<&[u8]>) -> Result<(), Error> {
+    match format {
+        Some(v) if v != FORMAT_VERSION => Err(Error::Other(format!(
+            "{}: store format {:?}, this strainer reads {:?}; train a new store",
+            path.display(),
+            String::from_utf8_lossy(v),
+            String::from_utf8_lossy(FORMAT_VERSION)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 impl Inner {
     fn open(path: &Path, map_size: usize) -> Result<Inner, Error> {
         let err = |source| Error::Lmdb { path: path.display().to_string(), source };
@@ -95,15 +150,7 @@ impl Inner {
         let meta: Database<Bytes, Bytes> = env.create_database(&mut wtxn, Some("meta")).map_err(err)?;
         match meta.get(&wtxn, FORMAT).map_err(err)? {
             None => meta.put(&mut wtxn, FORMAT, FORMAT_VERSION).map_err(err)?,
-            Some(v) if v == FORMAT_VERSION => {}
-            Some(v) => {
-                return Err(Error::Other(format!(
-                    "{}: store format {:?}, this strainer reads {:?}; train a new store",
-                    path.display(),
-                    String::from_utf8_lossy(v),
-                    String::from_utf8_lossy(FORMAT_VERSION)
-                )));
-            }
+            v => check_format(path, v)?,
         }
         wtxn.commit().map_err(err)?;
         Ok(Inner { env, path: path.to_path_buf(), tokens, seen, meta })
