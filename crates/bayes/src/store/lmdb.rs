@@ -69,9 +69,7 @@ impl Lmdb {
         open.insert(canon, Arc::downgrade(&inner));
         Ok(Lmdb(inner))
     }
-}
 
-impl Lmdb {
     /// Opens the store in directory `path` only to read it, writing nothing there: for a copy
     /// made by [`Inner::backup`] (`strainer bayes restore`), which may sit on a read-only file
     /// system or belong to another user. A directory without `lock.mdb` was never opened as a
