@@ -121,6 +121,13 @@ impl Filter {
                 };
             }
         };
+        if let Some(bayes) = report.findings.iter().find_map(|f| f.name.strip_prefix("BAYES_")) {
+            let result = bayes.to_ascii_lowercase();
+            self.metrics.bayes(&result);
+            if result == "unavailable" {
+                self.metrics.scanner_error("bayes");
+            }
+        }
         let mut av_header = None;
         if let Some(clam) = &self.clam {
             let name = &clam.config().header;

@@ -1,6 +1,6 @@
 //! Prometheus metrics: messages by outcome and category, bytes, per-stage latency, scanner
-//! errors, sessions in flight and refused, quarantine size, autolearning; served on an optional
-//! loopback HTTP endpoint (`[metrics] listen`).
+//! errors, sessions in flight and refused, quarantine size, Bayes results and autolearning; served
+//! on an optional loopback HTTP endpoint (`[metrics] listen`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +34,7 @@ pub struct Metrics {
     quarantined: Gauge,
     quarantine_dir: PathBuf,
     autolearn: Family<Labels, Counter>,
+    bayes: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -48,6 +49,7 @@ impl Metrics {
         let refused = Counter::default();
         let quarantined = Gauge::default();
         let autolearn = Family::<Labels, Counter>::default();
+        let bayes = Family::<Labels, Counter>::default();
         registry.register("messages", "Messages by action and category", messages.clone());
         registry.register("message_bytes", "Bytes of messages received", bytes.clone());
         registry.register(
@@ -64,6 +66,11 @@ impl Metrics {
             "Messages Bayes autolearning took (queued) or let go over a full queue (dropped), by class",
             autolearn.clone(),
         );
+        registry.register(
+            "bayes",
+            "Messages by what the Bayes scorer said (spam, unsure, ham, untrained, unavailable)",
+            bayes.clone(),
+        );
         Arc::new(Metrics {
             registry,
             messages,
@@ -75,6 +82,7 @@ impl Metrics {
             quarantined,
             quarantine_dir,
             autolearn,
+            bayes,
         })
     }
 
@@ -82,6 +90,11 @@ impl Metrics {
     pub fn autolearn(&self, class: &str, queued: bool) {
         let result = if queued { "queued" } else { "dropped" };
         self.autolearn.get_or_create(&vec![("class".into(), class.into()), ("result".into(), result.into())]).inc();
+    }
+
+    /// The Bayes scorer's finding for a message was `result` (its name without `BAYES_`, lower-cased).
+    pub fn bayes(&self, result: &str) {
+        self.bayes.get_or_create(&vec![("result".into(), result.into())]).inc();
     }
 
     /// One message finished with `action` in `category`.

@@ -68,3 +68,47 @@ async fn counters_match_a_known_mix_and_are_served_over_http() {
     let _ = stop_tx.send(());
     server.await.unwrap();
 }
+
+/// Sends `n` messages through a filter running `cfg` and gives back its metrics text.
+async fn metrics_after(cfg: strainer::config::Config, n: usize) -> String {
+    let sink = Sink::start(Behaviour::Accept).await;
+    let mut cfg = cfg;
+    cfg.relay.address = sink.addr.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let local = Arc::new(strainer::scanners::Local::compile(&cfg, dir.path()).unwrap());
+    let live = strainer::live::Live::new(cfg, local, None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(strainer::serve_live(Arc::clone(&live), listener, async move {
+        let _ = stop_rx.await;
+    }));
+    let (mut c, _) = Client::connect(addr).await;
+    c.cmd("EHLO mx.test").await;
+    for i in 0..n {
+        let m = format!("Subject: note {i}\r\n\r\ncheap offer {i}\r\n");
+        let r = c.transaction("MAIL FROM:<a@example.org>", &["RCPT TO:<b@example.net>"], &m, false).await;
+        assert_eq!(r[0].code, 250, "{r:?}");
+    }
+    let text = live.metrics().render();
+    drop(c);
+    let _ = stop_tx.send(());
+    server.await.unwrap();
+    text
+}
+
+#[tokio::test]
+async fn bayes_results_are_counted_and_an_unreadable_store_is_a_scanner_error() {
+    let mut cfg = test_config("127.0.0.1:9".parse().unwrap());
+    cfg.bayes.enabled = true;
+    let text = metrics_after(cfg.clone(), 2).await;
+    assert!(text.contains("strainer_bayes_total{result=\"untrained\"} 2"), "{text}");
+    assert!(!text.contains("scanner=\"bayes\""), "{text}");
+
+    cfg.bayes.backend = strainer::bayes::Backend::Redis;
+    cfg.bayes.redis_url = format!("redis://{}/", dead_port().await);
+    cfg.bayes.timeout = std::time::Duration::from_millis(500);
+    let text = metrics_after(cfg, 3).await;
+    assert!(text.contains("strainer_bayes_total{result=\"unavailable\"} 3"), "{text}");
+    assert!(text.contains("strainer_scanner_errors_total{scanner=\"bayes\"} 3"), "{text}");
+}
