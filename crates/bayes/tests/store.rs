@@ -600,3 +600,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+#[ignore = "needs a Redis server: STRAINER_REDIS=redis://127.0.0.1:6390/"]
+fn redis_restores_one_at_a_time() {
+    let s = redis_store("strainer-test-o");
+    s.learn(&[item(1, Class::Spam, &[5])], false).unwrap();
+    let backup = exported(&s);
+    let c = redis::Client::open(redis_url().unwrap().as_str()).unwrap();
+    let mut conn = c.get_connection().unwrap();
+    let lock = "strainer-test-o:restore:lock";
+    // Another restore holds the lock: this one is refused and changes nothing.
+    let _: () = redis::cmd("SET").arg(lock).arg("someone-else").query(&mut conn).unwrap();
+    s.learn(&[item(2, Class::Ham, &[6])], false).unwrap();
+    let now = exported(&s);
+    let err = s.import(&backup, true).unwrap_err().to_string();
+    assert!(err.contains("another restore") && err.contains(lock), "{err}");
+    assert_eq!(exported(&s), now);
+    let held: String = redis::cmd("GET").arg(lock).query(&mut conn).unwrap();
+    assert_eq!(held, "someone-else", "a refused restore leaves the other's lock alone");
+    // Once it is gone, the restore goes through and lets go of its own lock.
+    let _: () = redis::cmd("DEL").arg(lock).query(&mut conn).unwrap();
+    s.import(&backup, true).unwrap();
+    assert_eq!(exported(&s), backup);
+    let exists: bool = redis::cmd("EXISTS").arg(lock).query(&mut conn).unwrap();
+    assert!(!exists);
+}

@@ -399,12 +399,40 @@ fn decode_seen(v: &[u8]) -> Option<(Seen, u32)> {
 /// The keys that hold the model (`wver` only counts changes to it).
 const MODEL_KEYS: [&str; 6] = ["s", "h", "d", "seen", "w", "totals"];
 
+/// How long a restore's lock outlives a restore that was killed.
+const RESTORE_LOCK_SECS: u64 = 600;
+
 impl Redis {
     /// Replaces the model with `entries`: imported under a staging prefix first, then swapped in
     /// by one MULTI/EXEC (the old keys unlinked, the staged ones renamed), so hosts scoring
     /// meanwhile read the old model or the new one, and a trainer writing meanwhile finds its
-    /// watched keys changed and learns its batch again on the new model.
+    /// watched keys changed and learns its batch again on the new model. One restore at a time
+    /// (a lock key, expiring after ten minutes should its holder be killed): two staging into
+    /// the same keys at once would swap in a mix of both.
     fn replace_with(&self, entries: &[Entry]) -> Result<(), Error> {
+        let lock = self.key("restore:lock");
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let token = format!("{}-{nanos}", std::process::id());
+        let got: Option<String> = self
+            .with(|c| redis::cmd("SET").arg(&lock).arg(&token).arg("NX").arg("EX").arg(RESTORE_LOCK_SECS).query(c))?;
+        if got.is_none() {
+            return Err(Error::Other(format!(
+                "another restore into {} is running (it holds the key {lock}); wait for it to finish, or delete that key if it was killed (it expires by itself within {} minutes)",
+                self.prefix,
+                RESTORE_LOCK_SECS / 60
+            )));
+        }
+        let done = self.stage_and_swap(entries);
+        // Let go of the lock only if it is still ours (it may have expired and been taken).
+        let release = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+        );
+        let released = self.with(|c| release.key(&lock).arg(&token).invoke::<i64>(c));
+        done.and(released.map(|_| ()))
+    }
+
+    /// [`Redis::replace_with`] under its lock.
+    fn stage_and_swap(&self, entries: &[Entry]) -> Result<(), Error> {
         let staging = Redis {
             client: self.client.clone(),
             prefix: format!("{}:restore", self.prefix),
