@@ -185,6 +185,34 @@ impl Redis {
     }
 
     /// Every record, features in hash order.
+    /// Calls `each(feature, day, spam, ham)` for every feature held, a scan page at a time with
+    /// its counts read alongside, so walking the model (stats, expiry) holds a page in memory,
+    /// not three maps of the whole model.
+    fn each_feature(&self, c: &mut Connection, mut each: impl FnMut(&[u8], u32, u32, u32)) -> redis::RedisResult<()> {
+        let mut cursor = 0u64;
+        loop {
+            let (next, page): (u64, Vec<(Vec<u8>, u32)>) =
+                redis::cmd("HSCAN").arg(self.key("d")).arg(cursor).arg("COUNT").arg(CHUNK).query(c)?;
+            if !page.is_empty() {
+                let mut p = redis::pipe();
+                for k in ["s", "h"] {
+                    p.cmd("HMGET").arg(self.key(k));
+                    for (f, _) in &page {
+                        p.arg(&f[..]);
+                    }
+                }
+                let (spam, ham): (Vec<Option<u32>>, Vec<Option<u32>>) = p.query(c)?;
+                for (((f, day), s), h) in page.iter().zip(spam).zip(ham) {
+                    each(f, *day, s.unwrap_or(0), h.unwrap_or(0));
+                }
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
     fn read_all(&self, c: &mut Connection) -> redis::RedisResult<Vec<Entry>> {
         let tot: (Option<u64>, Option<u64>) = c.hget(self.key("totals"), &["spam", "ham"])?;
         let mut out = vec![Entry::Totals(Redis::totals_of(tot))];
@@ -537,20 +565,12 @@ impl Store for Redis {
             }
             let mut singletons = 0u64;
             let mut days: Option<(u32, u32)> = None;
-            let mut spam: std::collections::HashMap<Vec<u8>, u32> = std::collections::HashMap::new();
-            for (f, v) in c.hscan::<_, (Vec<u8>, u32)>(self.key("s"))? {
-                spam.insert(f, v);
-            }
-            let mut ham: std::collections::HashMap<Vec<u8>, u32> = std::collections::HashMap::new();
-            for (f, v) in c.hscan::<_, (Vec<u8>, u32)>(self.key("h"))? {
-                ham.insert(f, v);
-            }
-            for (f, day) in c.hscan::<_, (Vec<u8>, u32)>(self.key("d"))? {
-                if spam.get(&f).copied().unwrap_or(0) + ham.get(&f).copied().unwrap_or(0) == 1 {
+            self.each_feature(c, |_, day, spam, ham| {
+                if spam.saturating_add(ham) == 1 {
                     singletons += 1;
                 }
                 days = Some(days.map_or((day, day), |(lo, hi)| (lo.min(day), hi.max(day))));
-            }
+            })?;
             Ok(Stats { totals: Redis::totals_of(tot), tokens, singletons, seen, weights, bytes, days })
         })
     }
@@ -560,19 +580,13 @@ impl Store for Redis {
             let mut done = Expired::default();
             let tokens: u64 = c.hlen(self.key("d"))?;
             if tokens > limits.max_tokens {
-                let mut counts: std::collections::HashMap<Vec<u8>, u32> = std::collections::HashMap::new();
-                for k in ["s", "h"] {
-                    for (f, v) in c.hscan::<_, (Vec<u8>, u32)>(self.key(k))? {
-                        *counts.entry(f).or_default() += v;
-                    }
-                }
                 let mut ranked = Vec::new();
                 let mut names = Vec::new();
-                for (f, day) in c.hscan::<_, (Vec<u8>, u32)>(self.key("d"))? {
-                    let n = f64::from(counts.get(&f).copied().unwrap_or(0).max(1));
+                self.each_feature(c, |f, day, spam, ham| {
+                    let n = f64::from(spam.saturating_add(ham).max(1));
                     ranked.push((f64::from(day) + 14.0 * n.ln(), names.len()));
-                    names.push(f);
-                }
+                    names.push(f.to_vec());
+                })?;
                 let victims = expiry_victims(ranked, limits.max_tokens * 3 / 4);
                 for chunk in victims.chunks(1000) {
                     let fields: Vec<&Vec<u8>> = chunk.iter().map(|&i| &names[i]).collect();
