@@ -15,14 +15,8 @@ async fn counters_match_a_known_mix_and_are_served_over_http() {
     std::fs::write(&checks, "/^Subject: reject me/ REJECT no\n").unwrap();
     let mut cfg = test_config(sink.addr);
     cfg.rules.header_checks = vec![checks];
-    let local = Arc::new(strainer::scanners::Local::compile(&cfg, dir.path()).unwrap());
-    let live = strainer::live::Live::new(cfg, local, None);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(strainer::serve_live(Arc::clone(&live), listener, async move {
-        let _ = stop_rx.await;
-    }));
+    let running = Running::start(cfg, dir.path()).await;
+    let (live, addr) = (Arc::clone(&running.live), running.addr);
     let banned = String::from_utf8(named("a.zip", "application/zip", &zip(&[Entry::new("a.exe", PE)]))).unwrap();
     let msgs = [
         "Subject: one\r\n\r\nx\r\n".to_string(),
@@ -65,8 +59,7 @@ async fn counters_match_a_known_mix_and_are_served_over_http() {
     assert!(resp.starts_with("HTTP/1.1 200 OK"), "{resp}");
     assert!(resp.contains("strainer_messages_total{action=\"relayed\",category=\"clean\"} 2"), "{resp}");
     drop(c);
-    let _ = stop_tx.send(());
-    server.await.unwrap();
+    running.stop().await;
 }
 
 /// Sends `n` messages through a filter running `cfg` and gives back its metrics text.
@@ -75,26 +68,45 @@ async fn metrics_after(cfg: strainer::config::Config, n: usize) -> String {
     let mut cfg = cfg;
     cfg.relay.address = sink.addr.to_string();
     let dir = tempfile::tempdir().unwrap();
-    let local = Arc::new(strainer::scanners::Local::compile(&cfg, dir.path()).unwrap());
-    let live = strainer::live::Live::new(cfg, local, None);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(strainer::serve_live(Arc::clone(&live), listener, async move {
-        let _ = stop_rx.await;
-    }));
-    let (mut c, _) = Client::connect(addr).await;
+    let running = Running::start(cfg, dir.path()).await;
+    let (mut c, _) = Client::connect(running.addr).await;
     c.cmd("EHLO mx.test").await;
     for i in 0..n {
         let m = format!("Subject: note {i}\r\n\r\ncheap offer {i}\r\n");
         let r = c.transaction("MAIL FROM:<a@example.org>", &["RCPT TO:<b@example.net>"], &m, false).await;
         assert_eq!(r[0].code, 250, "{r:?}");
     }
-    let text = live.metrics().render();
+    let text = running.live.metrics().render();
     drop(c);
-    let _ = stop_tx.send(());
-    server.await.unwrap();
+    running.stop().await;
     text
+}
+
+/// A filter running a configuration on a loopback port, its metrics at hand.
+struct Running {
+    live: Arc<strainer::live::Live>,
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn start(cfg: strainer::config::Config, base: &std::path::Path) -> Running {
+        let local = Arc::new(strainer::scanners::Local::compile(&cfg, base).unwrap());
+        let live = strainer::live::Live::new(cfg, local, None);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(strainer::serve_live(Arc::clone(&live), listener, async move {
+            let _ = stop_rx.await;
+        }));
+        Running { live, addr, stop, server }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.server.await.unwrap();
+    }
 }
 
 #[tokio::test]
