@@ -399,12 +399,16 @@ fn a_watched_copy_follows_commits_by_itself_and_is_read_behind_only_while_traini
     let s = std::sync::Arc::new(Snapshotted::new(Lmdb::open(&d.path().join("s"), 1 << 24).unwrap()));
     Snapshotted::watch(&s, Duration::from_secs(3600)).unwrap();
     assert_eq!(counts(&*s, &[5]), at(1, (1, 0)));
-    // A lone commit: the copy is behind, so lookups read the store itself until a round.
+    // A lone commit: the copy is behind, so lookups read the store itself, and the first of
+    // them wakes the watcher for a round at once (its period is an hour).
     other.learn(&[item(2, Class::Spam, &[5])], false).unwrap();
     assert!(!s.is_current());
     assert_eq!(counts(&*s, &[5]), at(2, (2, 0)));
-    s.refresh();
-    assert!(s.is_current());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !s.is_current() {
+        assert!(std::time::Instant::now() < deadline, "the lookup did not wake the watcher");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     // Another commit soon after the round rebuilt for one: training goes on, so the copy is read
     // although it is behind (a model one round old), until the next round.
     other.learn(&[item(3, Class::Spam, &[5])], false).unwrap();

@@ -492,6 +492,37 @@ pub struct Snapshotted {
     /// Until when a copy that is behind may still be read: the watcher's last rebuild for a
     /// commit plus two periods (another process is training).
     busy_until: std::sync::RwLock<Option<std::time::Instant>>,
+    /// Wakes the watcher before its period is up: set by a lookup that found the copy behind
+    /// and read the store itself.
+    wake: Arc<Wake>,
+}
+
+/// A flag and the condition variable the watcher waits on between rounds.
+#[derive(Default)]
+struct Wake {
+    asked: Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl Wake {
+    /// Asks the watcher for a round now.
+    fn ask(&self) {
+        if let Ok(mut asked) = self.asked.lock()
+            && !*asked
+        {
+            *asked = true;
+            self.cv.notify_one();
+        }
+    }
+
+    /// Waits until asked or `period` has passed.
+    fn wait(&self, period: std::time::Duration) {
+        if let Ok(asked) = self.asked.lock()
+            && let Ok((mut asked, _)) = self.cv.wait_timeout_while(asked, period, |asked| !*asked)
+        {
+            *asked = false;
+        }
+    }
 }
 
 struct Snap {
@@ -529,6 +560,7 @@ impl Snapshotted {
             map_read: std::sync::atomic::AtomicBool::new(false),
             period: std::sync::OnceLock::new(),
             busy_until: std::sync::RwLock::new(None),
+            wake: Arc::new(Wake::default()),
         }
     }
 
@@ -540,15 +572,23 @@ impl Snapshotted {
     /// instead of every message descending the store's B-tree and every commit costing a
     /// rebuild (under load with `strainer train` running: 0.67 -> 0.51-0.55 CPU ms per message,
     /// benches/README.md). Otherwise a copy that is behind is not read: the first messages after
-    /// a lone commit read the store itself, as an unwatched copy does. The thread ends within a
-    /// period of the store being dropped.
+    /// a lone commit read the store itself, as an unwatched copy does, and the first of them
+    /// wakes the thread for a round at once rather than at the end of its period (each message
+    /// read from the store maps more of its file into `serve`'s memory). The thread ends within
+    /// a period of the store being dropped.
     pub fn watch(this: &Arc<Snapshotted>, period: std::time::Duration) -> std::io::Result<()> {
         let weak = Arc::downgrade(this);
+        let wake = Arc::clone(&this.wake);
         std::thread::Builder::new().name("bayes-copy".into()).spawn(move || {
+            // An eighth of each period is a pause after the round, so that lookups asking again
+            // and again (a rebuild that keeps failing) cost at most eight rounds a period.
+            let pause = period / 8;
             loop {
-                std::thread::sleep(period);
+                wake.wait(period - pause);
                 let Some(s) = weak.upgrade() else { break };
                 s.refresh();
+                drop(s);
+                std::thread::sleep(pause);
             }
         })?;
         let _ = this.period.set(period);
@@ -606,6 +646,9 @@ impl Snapshotted {
         // whoever asks first); meanwhile it is read only while another process is training.
         if snap.txn != usize::MAX && watched {
             let training = self.busy_until.read().is_ok_and(|b| b.is_some_and(|t| std::time::Instant::now() < t));
+            if !training {
+                self.wake.ask();
+            }
             return training.then_some(snap);
         }
         let _guard = self.building.try_lock().ok()?;
