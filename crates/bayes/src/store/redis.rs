@@ -53,16 +53,14 @@ impl Redis {
     /// Connects to `url` (`redis://127.0.0.1:6379/0`) with keys under `prefix`; checks the server
     /// answers within `timeout`.
     pub fn open(url: &str, prefix: &str, timeout: Duration) -> Result<Redis, Error> {
-        let client = redis::Client::open(url)?;
-        let r = Redis {
-            client,
-            prefix: prefix.to_string(),
-            timeout,
-            idle: Mutex::new(Vec::new()),
-            weights: Mutex::new(None),
-        };
+        let r = Redis::on(redis::Client::open(url)?, prefix, timeout);
         r.with(|c| redis::cmd("PING").query::<String>(c))?;
         Ok(r)
+    }
+
+    /// A store under `prefix` through `client`, with no connection made yet.
+    fn on(client: redis::Client, prefix: &str, timeout: Duration) -> Redis {
+        Redis { client, prefix: prefix.to_string(), timeout, idle: Mutex::new(Vec::new()), weights: Mutex::new(None) }
     }
 
     fn key(&self, k: &str) -> String {
@@ -461,13 +459,7 @@ impl Redis {
 
     /// [`Redis::replace_with`] under its lock.
     fn stage_and_swap(&self, entries: &[Entry]) -> Result<(), Error> {
-        let staging = Redis {
-            client: self.client.clone(),
-            prefix: format!("{}:restore", self.prefix),
-            timeout: self.timeout,
-            idle: Mutex::new(Vec::new()),
-            weights: Mutex::new(None),
-        };
+        let staging = Redis::on(self.client.clone(), &format!("{}:restore", self.prefix), self.timeout);
         // What an earlier restore cut short may have left there.
         let mut leftovers: Vec<String> = MODEL_KEYS.map(|k| staging.key(k)).to_vec();
         leftovers.push(staging.key("wver"));
