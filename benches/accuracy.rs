@@ -11,7 +11,8 @@
 //! Knobs for measuring variants (environment): BAYES_METHOD=fisher|nb, BAYES_S, BAYES_MINDEV,
 //! BAYES_MAXF, BAYES_CAP, BAYES_BIGRAMS=0, BAYES_HEADERS=0, BAYES_MARKUP=0, BAYES_MINLEN, BAYES_MAXLEN,
 //! BAYES_LOWER=0 (words as written), BAYES_NUMBERS=0 (long digit runs kept),
-//! BAYES_NONASCII=0 (words with non-ASCII letters dropped),
+//! BAYES_NONASCII=0 (words with non-ASCII letters dropped), BAYES_IGNORE=0 (only strainer's own header fields
+//! left out, not the default configuration's `bayes.ignore_headers`),
 //! BAYES_RECEIVED=0|1|2, BAYES_RECIPIENTS=0, BAYES_CAPS=1, BAYES_THRESHOLD, BAYES_LINEAR=0 (Fisher alone),
 //! BAYES_LSCALE (the linear margin's weight, 1 = as shipped), BAYES_REVISITS (the linear layer's
 //! passes over each training batch after the first), BAYES_SHUFFLE=seed (another training
@@ -195,7 +196,13 @@ fn main() {
         lowercase: env("BAYES_LOWER", 1) == 1,
         numbers: env("BAYES_NUMBERS", 1) == 1,
         non_ascii: env("BAYES_NONASCII", 1) == 1,
-        ..Options::default()
+        // As shipped: the default configuration's ignored header fields (BAYES_IGNORE=0: only
+        // strainer's own).
+        ..if env("BAYES_IGNORE", 1) == 1 {
+            strainer::config::Config::default().bayes_options().unwrap()
+        } else {
+            Options::default()
+        }
     };
     let d = Params::default();
     let params = Params {
@@ -299,7 +306,7 @@ fn main() {
         for &i in &test {
             let view = strainer_mime::analyze(&msgs[i].raw, &limits);
             let tk = tokenize(&view, &opts, false);
-            let x = if linear { Vector::of(&tk.hashes, &msgs[i].raw) } else { Vector::default() };
+            let x = if linear { Vector::of(&tk.hashes, &msgs[i].raw, &opts.ignore) } else { Vector::default() };
             let te = Instant::now();
             let (totals, margin) = store.evidence(&tk.hashes, &mut counts, &x).unwrap();
             lookup_secs += te.elapsed().as_secs_f64();
@@ -315,7 +322,7 @@ fn main() {
                         autolearnt.1 + usize::from(c == strainer_bayes::Class::Ham),
                         autolearnt.2 + usize::from(wrong),
                     );
-                    pending.push(strainer_bayes::Item::new(&msgs[i].raw, c, tk.hashes.clone()));
+                    pending.push(strainer_bayes::Item::new(&msgs[i].raw, c, tk.hashes.clone(), &opts.ignore));
                 }
                 if pending.len() >= strainer::autolearn::BATCH {
                     store.learn_with(&pending, false, &params).unwrap();
@@ -411,6 +418,6 @@ fn stages(msgs: &[Msg], toks: &[Tokens], limits: &strainer_mime::Limits, opts: &
     };
     let mime = best(&|i| drop(std::hint::black_box(strainer_mime::analyze(&msgs[i].raw, limits))));
     let tok = best(&|i| drop(std::hint::black_box(tokenize(&views[i], opts, false))));
-    let vec = best(&|i| drop(std::hint::black_box(Vector::of(&toks[i].hashes, &msgs[i].raw))));
+    let vec = best(&|i| drop(std::hint::black_box(Vector::of(&toks[i].hashes, &msgs[i].raw, &opts.ignore))));
     eprintln!("stages, us/msg: MIME {mime:.1}, tokenize {tok:.1}, linear vector {vec:.1}");
 }

@@ -112,6 +112,7 @@ fn bayes(c: &mut Criterion) {
                 m.as_bytes(),
                 if i % 2 == 0 { Class::Spam } else { Class::Ham },
                 tokenize(&v, &opts, false).hashes,
+                &Default::default(),
             )
         })
         .collect();
@@ -126,9 +127,9 @@ fn bayes(c: &mut Criterion) {
         })
     });
     g.bench_function("linear_vector_newsletter", |b| {
-        b.iter(|| strainer_bayes::Vector::of(&tokens.hashes, &raw).norm_sq())
+        b.iter(|| strainer_bayes::Vector::of(&tokens.hashes, &raw, &Default::default()).norm_sq())
     });
-    let x = strainer_bayes::Vector::of(&tokens.hashes, &raw);
+    let x = strainer_bayes::Vector::of(&tokens.hashes, &raw, &Default::default());
     g.bench_function("linear_margin_lmdb", |b| b.iter(|| store.margin(&x).unwrap()));
     g.finish();
 }

@@ -290,8 +290,9 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(strainer_bayes::store::Memory::default());
         let cap = Expiry { max_tokens: 1_000_000, max_seen: 1_000_000 };
         let learner = Learner::start(Target::Store(Arc::clone(&store)), Params::default(), cap).unwrap();
-        let spam = Item::new(b"Subject: win\r\n\r\ncheap pills\r\n", Class::Spam, vec![1 << 60, 2 << 60]);
-        let ham = Item::new(b"Subject: lunch\r\n\r\nat noon?\r\n", Class::Ham, vec![3 << 60]);
+        let spam =
+            Item::new(b"Subject: win\r\n\r\ncheap pills\r\n", Class::Spam, vec![1 << 60, 2 << 60], &Default::default());
+        let ham = Item::new(b"Subject: lunch\r\n\r\nat noon?\r\n", Class::Ham, vec![3 << 60], &Default::default());
         assert!(learner.offer(spam.clone()));
         assert!(learner.offer(ham));
         // Far from a full batch and from FLUSH_AFTER: learnt because the queue closes.

@@ -82,7 +82,27 @@ pub struct BayesConfig {
     pub autolearn_spam: f64,
     /// Score at and below which a message is learnt as ham.
     pub autolearn_ham: f64,
+    /// Header fields neither learnt nor scored (a name, or a prefix ending in `*`), as
+    /// SpamAssassin's bayes_ignore_header: other filters' verdicts and stamps, which a model
+    /// trained from old mailboxes would otherwise take as a short cut. Strainer's own fields
+    /// (`X-Spam-*`, `X-Strainer-*`, clamav.header) are always left out.
+    pub ignore_headers: Vec<String>,
 }
+
+/// Verdict and stamp fields of the filters strainer replaces or sits beside: amavisd-new,
+/// rspamd, bogofilter, DSPAM, CRM114 and ClamAV's milters.
+pub const DEFAULT_IGNORE_HEADERS: &[&str] = &[
+    "X-Amavis-*",
+    "X-Quarantine-ID",
+    "X-Rspamd-*",
+    "X-Spamd-Result",
+    "X-Spamd-Bar",
+    "X-Bogosity",
+    "X-DSPAM-*",
+    "X-CRM114-*",
+    "X-Virus-Scanned",
+    "X-Virus-Status",
+];
 
 impl Default for BayesConfig {
     fn default() -> Self {
@@ -107,6 +127,7 @@ impl Default for BayesConfig {
             autolearn: false,
             autolearn_spam: DEFAULT_AUTOLEARN_SPAM,
             autolearn_ham: DEFAULT_AUTOLEARN_HAM,
+            ignore_headers: DEFAULT_IGNORE_HEADERS.iter().map(|s| s.to_string()).collect(),
         }
     }
 }
@@ -227,13 +248,13 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 impl Scanner {
-    /// A scanner for `config`.
-    pub fn new(config: &BayesConfig, base: &Path) -> Scanner {
+    /// A scanner for `config` that tokenizes with `options`.
+    pub fn new(config: &BayesConfig, options: strainer_bayes::Options, base: &Path) -> Scanner {
         Scanner {
             config: config.clone(),
             base: base.to_path_buf(),
             store: OnceLock::new(),
-            options: strainer_bayes::Options::default(),
+            options,
             params: strainer_bayes::Params::default(),
             down: std::sync::Mutex::new(None),
             learner: OnceLock::new(),

@@ -243,6 +243,14 @@ fn locate(text: &str, section: &str, key: &str) -> (usize, usize) {
 }
 
 impl Config {
+    /// The Bayes tokenizer's options: it leaves out bayes.ignore_headers, strainer's own fields
+    /// and the field strainer stamps scanned mail with (clamav.header).
+    pub fn bayes_options(&self) -> Result<strainer_bayes::Options, String> {
+        let stamp = Some(self.clamav.header.as_str()).filter(|h| !h.is_empty());
+        let fields = self.bayes.ignore_headers.iter().map(String::as_str).chain(stamp);
+        Ok(strainer_bayes::Options { ignore: strainer_bayes::IgnoreHeaders::new(fields)?, ..Default::default() })
+    }
+
     /// Parses TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let de = toml::Deserializer::new(text);
@@ -328,6 +336,17 @@ impl Config {
                     -b.threshold,
                     crate::bayes::DEFAULT_AUTOLEARN_HAM
                 ),
+            );
+        }
+        if let Err(e) = strainer_bayes::IgnoreHeaders::new(&b.ignore_headers) {
+            return err("bayes", "ignore_headers", e);
+        }
+        let h = &self.clamav.header;
+        if !h.is_empty() && (h.contains('*') || strainer_bayes::IgnoreHeaders::new([h]).is_err()) {
+            return err(
+                "clamav",
+                "header",
+                format!("{h:?} is not a header field name (printable ASCII without ':' or spaces)"),
             );
         }
         if b.min_points > 0.0 || b.max_points < 0.0 {
@@ -486,6 +505,28 @@ mod tests {
         assert_eq!((e.line, e.key.as_str()), (3, "bayes.autolearn_ham"), "{e}");
         let e = Config::parse("[bayes]\nthreshold = 40.0\n", "s.toml").unwrap_err();
         assert_eq!(e.key.as_str(), "bayes.autolearn_spam", "{e}");
+        let e =
+            Config::parse("[bayes]\nignore_headers = [\n  \"X-Bogosity\",\n  \"X-Spam:\",\n]\n", "s.toml").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (2, "bayes.ignore_headers"), "{e}");
+        assert!(e.message.contains("\"X-Spam:\"") && e.message.contains("':'"), "{e}");
+        let e = Config::parse("[clamav]\nheader = \"X-Virus *\"\n", "s.toml").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (2, "clamav.header"), "{e}");
+    }
+
+    /// Bayes leaves out the configured fields, strainer's own and the field it stamps scanned
+    /// mail with, whatever that is named.
+    #[test]
+    fn bayes_ignores_the_configured_fields_and_the_virus_stamp() {
+        let ignore = Config::default().bayes_options().unwrap().ignore;
+        for f in ["X-Amavis-Alert", "X-Bogosity", "X-Virus-Scanned", "X-Spam-Flag", "X-Strainer-Released"] {
+            assert!(ignore.skips(f.as_bytes()), "{f}");
+        }
+        assert!(!ignore.skips(b"X-Mailer"));
+        let cfg =
+            Config::parse("[clamav]\nheader = \"X-Scanned-By\"\n[bayes]\nignore_headers = []\n", "s.toml").unwrap();
+        let ignore = cfg.bayes_options().unwrap().ignore;
+        assert!(ignore.skips(b"x-scanned-by") && ignore.skips(b"X-Spam-Status"));
+        assert!(!ignore.skips(b"X-Bogosity") && !ignore.skips(b"X-Virus-Scanned"));
     }
 }
 

@@ -62,7 +62,7 @@ pub fn bayes_tokens(data: &[u8]) {
     let totals = strainer_bayes::Totals { spam: 10, ham: 10 };
     let mut s = strainer_bayes::model::classify(&counts, totals, &strainer_bayes::Params::default(), 5);
     // The linear layer's view of the same bytes: one step on it lands on the asked side.
-    let x = strainer_bayes::Vector::of(&t.hashes, data);
+    let x = strainer_bayes::Vector::of(&t.hashes, data, &Default::default());
     let mut w = vec![0f32; strainer_bayes::linear::DIM];
     strainer_bayes::linear::apply(&mut w, &x, None, Some(strainer_bayes::Class::Spam), 0.0);
     let margin = x.dot(|i| w[i as usize]);

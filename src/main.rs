@@ -283,7 +283,8 @@ fn learn_one(
 ) -> anyhow::Result<String> {
     let store = config.bayes.open(&base_of(path))?;
     let view = strainer_mime::analyze(msg, &config.mime);
-    let b = strainer_bayes::Bayes::new(&*store);
+    let mut b = strainer_bayes::Bayes::new(&*store);
+    b.options = config.bayes_options().map_err(|e| anyhow::anyhow!("bayes.ignore_headers: {e}"))?;
     let what = b.learn(msg, &view, class, false)?;
     let class = class.name();
     Ok(match what {

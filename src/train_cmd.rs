@@ -215,7 +215,8 @@ pub fn train(
     ham: &[PathBuf],
     forget: bool,
 ) -> anyhow::Result<(Summary, Summary)> {
-    let (opts, params) = (strainer_bayes::Options::default(), config.bayes.params());
+    let opts = config.bayes_options().map_err(|e| anyhow::anyhow!("bayes.ignore_headers: {e}"))?;
+    let params = config.bayes.params();
     train_with(&config.mime, &opts, &params, store, spam, ham, forget)
 }
 
@@ -259,7 +260,7 @@ pub fn train_with(
         let Some(raw) = stream.next(sum, &mut files_read) else { continue };
         let view = strainer_mime::analyze(&raw, limits);
         let tokens = tokenize(&view, opts, false);
-        batch.push(Item::new(&raw, stream.class, tokens.hashes));
+        batch.push(Item::new(&raw, stream.class, tokens.hashes, &opts.ignore));
         if batch.len() >= BATCH {
             flush(&mut batch, &mut sums)?;
         }

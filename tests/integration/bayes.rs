@@ -139,8 +139,8 @@ fn learn_items_learns_what_serve_sends_and_refuses_anything_else() {
         child.wait_with_output().unwrap()
     };
     let items = [
-        strainer_bayes::Item::new(PROBE_SPAM, strainer_bayes::Class::Spam, vec![1 << 60, 2 << 60]),
-        strainer_bayes::Item::new(PROBE_HAM, strainer_bayes::Class::Ham, vec![3 << 60]),
+        strainer_bayes::Item::new(PROBE_SPAM, strainer_bayes::Class::Spam, vec![1 << 60, 2 << 60], &Default::default()),
+        strainer_bayes::Item::new(PROBE_HAM, strainer_bayes::Class::Ham, vec![3 << 60], &Default::default()),
     ];
     let mut input = strainer_bayes::store::wire::HEADER.to_vec();
     items.iter().for_each(|i| strainer_bayes::store::wire::encode(i, &mut input));

@@ -14,11 +14,13 @@
 //! Fisher alone on the half split and beats it on the time split (benches/README.md).
 #![deny(missing_docs)]
 
+pub mod ignore;
 pub mod linear;
 pub mod model;
 pub mod store;
 pub mod tokenize;
 
+pub use ignore::IgnoreHeaders;
 pub use linear::Vector;
 pub use model::{Counts, Method, Params, Score, Totals};
 pub use store::{Class, Digest, Error, Expiry, Item, Learned, Stats, Store};
@@ -71,7 +73,7 @@ impl<S: Store> Bayes<S> {
     /// features' text when `names`.
     pub fn features(&self, raw: &[u8], view: &View, names: bool) -> (Tokens, Vector) {
         let tokens = tokenize(view, &self.options, names);
-        let vector = Vector::of(&tokens.hashes, raw);
+        let vector = Vector::of(&tokens.hashes, raw, &self.options.ignore);
         (tokens, vector)
     }
 
@@ -128,7 +130,7 @@ impl<S: Store> Bayes<S> {
     /// Learns (or with `forget`, unlearns) one message.
     pub fn learn(&self, raw: &[u8], view: &View, class: Class, forget: bool) -> Result<Learned, Error> {
         let tokens = tokenize(view, &self.options, false);
-        let item = Item::new(raw, class, tokens.hashes);
+        let item = Item::new(raw, class, tokens.hashes, &self.options.ignore);
         let mut out = self.store.learn_with(std::slice::from_ref(&item), forget, &self.params)?;
         Ok(out.pop().unwrap_or(Learned::Unchanged))
     }

@@ -6,8 +6,9 @@
 //!
 //! - every feature of the tokenizer (words, header words, hosts, pairs), and
 //! - the byte 4-grams of the first [`GRAM_BYTES`] of the message as it arrived (headers
-//!   included, our own `X-Spam-*`/`X-Strainer-*` fields left out so it never learns its own
-//!   verdicts), which catch what words miss: obfuscated spellings, encodings, header layout.
+//!   included, the ignored fields left out: our own `X-Spam-*`/`X-Strainer-*`, so it never
+//!   learns its own verdicts, and those of [`IgnoreHeaders`]), which catch what words miss:
+//!   obfuscated spellings, encodings, header layout.
 //!
 //! Both are hashed into [`DIM`] buckets, binary, each group scaled to half the vector's
 //! weight, the vector to unit length (as Sculley and Wachman's online SVMs for the TREC spam track).
@@ -33,6 +34,7 @@
 //! class's files in a shuffled order ([`shuffle`], seeded, so a run repeats) and interleaves the
 //! two classes ([`Mixer`]), as the messages would have arrived.
 
+use crate::ignore::IgnoreHeaders;
 use crate::store::Class;
 
 /// Buckets of the hashed feature space (2^18: the weights are 1 MiB of f32).
@@ -65,15 +67,16 @@ pub struct Vector {
 }
 
 impl Vector {
-    /// The vector of a message: its tokenizer `hashes` and the 4-grams of its `raw` bytes.
-    pub fn of(hashes: &[u64], raw: &[u8]) -> Vector {
+    /// The vector of a message: its tokenizer `hashes` and the 4-grams of its `raw` bytes,
+    /// header fields `ignore` skips left out.
+    pub fn of(hashes: &[u64], raw: &[u8], ignore: &IgnoreHeaders) -> Vector {
         let mut tokens: Vec<u32> = hashes.iter().map(|&h| bucket_of_hash(h)).collect();
         // A bucket is the top bits of its hash: the tokenizer's sorted hashes give sorted buckets.
         if !tokens.is_sorted() {
             tokens.sort_unstable();
         }
         tokens.dedup();
-        let (grams, shared) = grams_sharing(raw, &tokens);
+        let (grams, shared) = grams_sharing(raw, &tokens, ignore);
         let groups = u8::from(!tokens.is_empty()) + u8::from(!grams.is_empty());
         if groups == 0 {
             return Vector::default();
@@ -207,13 +210,13 @@ pub fn bucket_of_hash(h: u64) -> u32 {
 
 /// The distinct buckets of the byte 4-grams of the first [`GRAM_BYTES`] of `raw`, in the order
 /// first seen; carriage returns are left out (so a message on the wire and in a mailbox agree)
-/// and our own header fields skipped.
-pub fn grams(raw: &[u8]) -> Vec<u32> {
-    grams_sharing(raw, &[]).0
+/// and the header fields `ignore` skips with them.
+pub fn grams(raw: &[u8], ignore: &IgnoreHeaders) -> Vec<u32> {
+    grams_sharing(raw, &[], ignore).0
 }
 
 /// [`grams`], and how many of `tokens` (distinct buckets) are among them.
-fn grams_sharing(raw: &[u8], tokens: &[u32]) -> (Vec<u32>, usize) {
+fn grams_sharing(raw: &[u8], tokens: &[u32], ignore: &IgnoreHeaders) -> (Vec<u32>, usize) {
     // A bit per bucket marks what was seen; each gram is written to the list and the list only
     // grows when the bit was new, without a branch (reading the bits back, or sorting, cost
     // three times the rolling itself).
@@ -231,7 +234,7 @@ fn grams_sharing(raw: &[u8], tokens: &[u32]) -> (Vec<u32>, usize) {
             break;
         }
         if !matches!(line.first(), Some(b' ' | b'\t')) {
-            skipping = is_ours(line);
+            skipping = ignore.skips_line(line);
         }
         if !skipping {
             roll.feed(line, &mut seen);
@@ -284,12 +287,6 @@ impl Roll {
         }
         (self.window, self.fed, self.distinct) = (window, fed, n);
     }
-}
-
-/// Whether a header line starts one of the fields strainer itself adds.
-fn is_ours(line: &[u8]) -> bool {
-    let starts = |p: &[u8]| line.len() >= p.len() && line[..p.len()].eq_ignore_ascii_case(p);
-    starts(b"x-spam-") || starts(b"x-strainer-")
 }
 
 /// Fisher's log-odds for a message in the linear layer's units (the final score is Fisher's
@@ -399,24 +396,24 @@ mod tests {
 
     #[test]
     fn a_vector_has_unit_length_and_distinct_buckets() {
-        let x = Vector::of(&[1, 2, 3, u64::MAX], &msg("some words of a body"));
+        let x = Vector::of(&[1, 2, 3, u64::MAX], &msg("some words of a body"), &Default::default());
         let merged = x.merged();
         let norm: f64 = merged.iter().map(|e| f64::from(e.1).powi(2)).sum();
         assert!((norm - 1.0).abs() < 1e-5, "{norm}");
         assert!((x.norm_sq() - 1.0).abs() < 1e-5);
         assert!(merged.windows(2).all(|w| w[0].0 < w[1].0));
-        assert_eq!(Vector::of(&[], b""), Vector::default());
+        assert_eq!(Vector::of(&[], b"", &Default::default()), Vector::default());
         assert!(Vector::default().is_empty());
     }
 
     #[test]
     fn a_bucket_both_token_and_gram_holds_both_values() {
         let raw = msg("a body long enough for several grams");
-        let g = grams(&raw);
+        let g = grams(&raw, &Default::default());
         // A token whose bucket is the first gram's, and one elsewhere.
         let hit = u64::from(g[0]) << (64 - BITS);
         let miss = (0..DIM as u64).map(|b| b << (64 - BITS)).find(|h| !g.contains(&bucket_of_hash(*h))).unwrap();
-        let x = Vector::of(&[hit, miss], &raw);
+        let x = Vector::of(&[hit, miss], &raw, &Default::default());
         assert_eq!(x.shared, 1);
         let merged = x.merged();
         assert_eq!(merged.len(), g.len() + 1);
@@ -435,22 +432,25 @@ mod tests {
     fn grams_are_distinct_and_in_range() {
         let mut raw = msg("repeat repeat repeat repeat");
         raw.extend(std::iter::repeat_n(b'z', 3 * GRAM_BYTES));
-        let g = grams(&raw);
+        let g = grams(&raw, &Default::default());
         let mut sorted = g.clone();
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted.len(), g.len());
         assert!(g.iter().all(|&b| (b as usize) < DIM));
-        assert!(grams(b"abc").is_empty());
-        assert_eq!(grams(b"abcd").len(), 1);
+        assert!(grams(b"abc", &Default::default()).is_empty());
+        assert_eq!(grams(b"abcd", &Default::default()).len(), 1);
     }
 
     #[test]
     fn our_own_headers_and_carriage_returns_do_not_change_the_grams() {
         let plain = b"From: a@example.org\nSubject: hi\n\nbody text here\n".to_vec();
         let ours = b"X-Spam-Flag: YES\r\nX-Spam-Status: Yes, score=9.0\r\n\ttests=[X]\r\nFrom: a@example.org\r\nX-Strainer-Warn: would hold\r\nSubject: hi\r\n\r\nbody text here\r\n".to_vec();
-        assert_eq!(grams(&plain), grams(&ours));
-        assert_ne!(grams(&plain), grams(b"From: a@example.org\nSubject: hi\n\nother text\n"));
+        assert_eq!(grams(&plain, &Default::default()), grams(&ours, &Default::default()));
+        assert_ne!(
+            grams(&plain, &Default::default()),
+            grams(b"From: a@example.org\nSubject: hi\n\nother text\n", &Default::default())
+        );
     }
 
     /// The grams as defined, the slow way: every 4-gram of the first GRAM_BYTES bytes (CR left
@@ -463,7 +463,7 @@ mod tests {
         let mut skipping = false;
         for line in head.split_inclusive('\n') {
             if !line.starts_with([' ', '\t']) {
-                skipping = is_ours(line.as_bytes());
+                skipping = IgnoreHeaders::default().skips_line(line.as_bytes());
             }
             if !skipping {
                 kept.extend_from_slice(line.as_bytes());
@@ -490,7 +490,7 @@ mod tests {
                 if long == 1 {
                     raw.extend(std::iter::repeat_n(b'q', GRAM_BYTES));
                 }
-                proptest::prop_assert_eq!(grams(&raw), reference_grams(&raw));
+                proptest::prop_assert_eq!(grams(&raw, &Default::default()), reference_grams(&raw));
             }
         }
     }
@@ -501,13 +501,13 @@ mod tests {
         long.extend(std::iter::repeat_n(b'a', GRAM_BYTES));
         let mut longer = long.clone();
         longer.extend_from_slice(b"zzzz yyyy completely different tail");
-        assert_eq!(grams(&long), grams(&longer));
+        assert_eq!(grams(&long, &Default::default()), grams(&longer, &Default::default()));
     }
 
     #[test]
     fn a_step_reaches_the_margin_and_forgetting_takes_it_back() {
         let mut w = vec![0f32; DIM];
-        let x = Vector::of(&[10, 20, 30], &msg("cheap pills here"));
+        let x = Vector::of(&[10, 20, 30], &msg("cheap pills here"), &Default::default());
         let alpha = apply(&mut w, &x, None, Some(Class::Spam), 0.0);
         assert!(alpha > 0.0);
         let m = x.dot(|i| w[i as usize]);
@@ -525,7 +525,7 @@ mod tests {
 
     #[test]
     fn the_step_learns_what_the_prior_misses() {
-        let x = Vector::of(&[10, 20, 30], &msg("cheap pills here"));
+        let x = Vector::of(&[10, 20, 30], &msg("cheap pills here"), &Default::default());
         // Fisher already says spam beyond the margin: nothing to learn.
         let mut w = vec![0f32; DIM];
         assert_eq!(apply(&mut w, &x, None, Some(Class::Spam), 1.5), 0.0);
@@ -546,7 +546,7 @@ mod tests {
             raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000),
             hashes in proptest::collection::vec(proptest::prelude::any::<u64>(), 0..50),
         ) {
-            let x = Vector::of(&hashes, &raw);
+            let x = Vector::of(&hashes, &raw, &Default::default());
             let merged = x.merged();
             proptest::prop_assert!(merged.windows(2).all(|w| w[0].0 < w[1].0));
             proptest::prop_assert!(merged.iter().all(|e| (e.0 as usize) < DIM && e.1.is_finite() && e.1 > 0.0));

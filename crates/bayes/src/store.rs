@@ -116,9 +116,10 @@ pub struct Item {
 }
 
 impl Item {
-    /// The item for `raw` with its tokenizer features `hashes`.
-    pub fn new(raw: &[u8], class: Class, hashes: Vec<u64>) -> Item {
-        let vector = Vector::of(&hashes, raw);
+    /// The item for `raw` with its tokenizer features `hashes`, header fields `ignore` skips
+    /// left out of its linear vector (as the tokenizer left them out of `hashes`).
+    pub fn new(raw: &[u8], class: Class, hashes: Vec<u64>, ignore: &crate::IgnoreHeaders) -> Item {
+        let vector = Vector::of(&hashes, raw, ignore);
         Item { digest: Digest::of(raw), class, hashes, vector }
     }
 }

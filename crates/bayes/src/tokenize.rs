@@ -26,6 +26,7 @@
 
 use std::collections::HashMap;
 
+use crate::ignore::IgnoreHeaders;
 use strainer_mime::View;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -58,6 +59,8 @@ pub struct Options {
     pub numbers: bool,
     /// Words with letters beyond ASCII kept (off: dropped).
     pub non_ascii: bool,
+    /// Header fields left out (strainer's own always; see [`crate::ignore`]).
+    pub ignore: IgnoreHeaders,
 }
 
 impl Default for Options {
@@ -76,6 +79,7 @@ impl Default for Options {
             lowercase: true,
             numbers: true,
             non_ascii: true,
+            ignore: IgnoreHeaders::default(),
         }
     }
 }
@@ -236,6 +240,9 @@ impl Tokenizer<'_> {
         // field showed in the profile).
         let mut lname = String::with_capacity(32);
         for (name, value) in &view.headers {
+            if self.opts.ignore.skips(name.as_bytes()) {
+                continue;
+            }
             lname.clear();
             lname.push_str(name);
             lname.make_ascii_lowercase();

@@ -15,7 +15,7 @@ fn item(n: u8, class: Class, hashes: &[u64]) -> Item {
 /// The linear vector of small test hashes spread over the hash space, as real (xxh3) ones are.
 fn spread(hashes: &[u64], raw: &[u8]) -> Vector {
     let h: Vec<u64> = hashes.iter().map(|h| h.wrapping_mul(0x9E37_79B9_7F4A_7C15)).collect();
-    Vector::of(&h, raw)
+    Vector::of(&h, raw, &Default::default())
 }
 
 /// The linear layer: a step puts a message on its side, moving it changes side, forgetting

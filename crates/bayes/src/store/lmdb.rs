@@ -748,8 +748,13 @@ mod tests {
     fn a_backup_is_a_store_with_the_same_counts_weights_and_memory_of_what_was_learnt() {
         let d = tempfile::tempdir().unwrap();
         let s = Lmdb::open(&d.path().join("live"), 1 << 24).unwrap();
-        let spam = Item::new(b"Subject: cheap\r\n\r\nbuy cheap meds now\r\n", Class::Spam, vec![1 << 60, 2 << 60]);
-        let ham = Item::new(b"Subject: lunch\r\n\r\nat noon?\r\n", Class::Ham, vec![3 << 60]);
+        let spam = Item::new(
+            b"Subject: cheap\r\n\r\nbuy cheap meds now\r\n",
+            Class::Spam,
+            vec![1 << 60, 2 << 60],
+            &Default::default(),
+        );
+        let ham = Item::new(b"Subject: lunch\r\n\r\nat noon?\r\n", Class::Ham, vec![3 << 60], &Default::default());
         s.learn(&[spam.clone(), ham.clone()], false).unwrap();
         let dest = d.path().join("copy");
         let (live_bytes, copy_bytes) = s.backup(&dest).unwrap();
@@ -758,7 +763,7 @@ mod tests {
         let margin = s.margin(&spam.vector).unwrap();
         assert!(margin > 0.0);
         // Learning after the backup does not reach the copy.
-        let later = Item::new(b"Subject: later\r\n\r\nmore\r\n", Class::Spam, vec![4 << 60]);
+        let later = Item::new(b"Subject: later\r\n\r\nmore\r\n", Class::Spam, vec![4 << 60], &Default::default());
         s.learn(std::slice::from_ref(&later), false).unwrap();
 
         let b = Lmdb::open(&dest, 1 << 24).unwrap();
@@ -781,7 +786,12 @@ mod tests {
     fn a_message_learnt_before_the_linear_layer_teaches_it_when_trained_again() {
         let d = tempfile::tempdir().unwrap();
         let s = Lmdb::open(d.path(), 1 << 24).unwrap();
-        let item = Item::new(b"Subject: cheap\r\n\r\nbuy cheap meds now\r\n", Class::Spam, vec![1 << 60, 2 << 60]);
+        let item = Item::new(
+            b"Subject: cheap\r\n\r\nbuy cheap meds now\r\n",
+            Class::Spam,
+            vec![1 << 60, 2 << 60],
+            &Default::default(),
+        );
         s.learn(std::slice::from_ref(&item), false).unwrap();
         // As a store from before the linear layer: a 5-byte seen record, no weights.
         let mut w = s.env.write_txn().unwrap();

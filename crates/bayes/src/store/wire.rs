@@ -68,7 +68,7 @@ mod tests {
     use super::*;
 
     fn item(body: &str, class: Class, hashes: Vec<u64>) -> Item {
-        Item::new(format!("Subject: x\r\n\r\n{body}\r\n").as_bytes(), class, hashes)
+        Item::new(format!("Subject: x\r\n\r\n{body}\r\n").as_bytes(), class, hashes, &Default::default())
     }
 
     fn stream(items: &[Item]) -> Vec<u8> {

@@ -102,7 +102,7 @@ mod tests {
         let item = |n: u64| {
             let hashes: Vec<u64> = (n * 50..n * 50 + 100).map(|h| h.wrapping_mul(0x9E37_79B9_7F4A_7C15)).collect();
             let class = if n.is_multiple_of(3) { Class::Ham } else { Class::Spam };
-            Item::new(format!("Subject: {n}\r\n\r\nbody {n}\r\n").as_bytes(), class, hashes)
+            Item::new(format!("Subject: {n}\r\n\r\nbody {n}\r\n").as_bytes(), class, hashes, &Default::default())
         };
         let all: Vec<Item> = (0..40).map(item).collect();
         let same = |what: &str| {
