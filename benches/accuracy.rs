@@ -12,7 +12,9 @@
 //! BAYES_MAXF, BAYES_CAP, BAYES_BIGRAMS=0, BAYES_HEADERS=0, BAYES_MARKUP=0, BAYES_MINLEN, BAYES_MAXLEN,
 //! BAYES_LOWER=0 (words as written), BAYES_NUMBERS=0 (long digit runs kept),
 //! BAYES_NONASCII=0 (words with non-ASCII letters dropped), BAYES_IGNORE=0 (only strainer's own header fields
-//! left out, not the default configuration's `bayes.ignore_headers`),
+//! left out, not the default configuration's `bayes.ignore_headers`), BAYES_TRAIN_ROOT=dir (train from
+//! dir/FOLDER/NAME instead of the corpus file, e.g. copies stamped as a mailbox would hold them;
+//! the test messages stay as they are),
 //! BAYES_RECEIVED=0|1|2, BAYES_RECIPIENTS=0, BAYES_CAPS=1, BAYES_THRESHOLD, BAYES_LINEAR=0 (Fisher alone),
 //! BAYES_LSCALE (the linear margin's weight, 1 = as shipped), BAYES_REVISITS (the linear layer's
 //! passes over each training batch after the first), BAYES_SHUFFLE=seed (another training
@@ -157,9 +159,18 @@ fn rand_suffix() -> u128 {
 
 /// The training files of one class, as given to `strainer train` (which shuffles them with its
 /// fixed seed); with BAYES_SHUFFLE=seed permuted first, for another training order.
+/// Where a training message is read from: the corpus, or with BAYES_TRAIN_ROOT=dir the copy
+/// under dir/folder/name (e.g. as saved in a mailbox after delivery).
+fn train_path(m: &Msg) -> PathBuf {
+    match std::env::var("BAYES_TRAIN_ROOT") {
+        Ok(root) => Path::new(&root).join(&m.folder).join(&m.name),
+        Err(_) => m.path.clone(),
+    }
+}
+
 fn class_files(msgs: &[Msg], train: &[usize], spam: bool) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> =
-        train.iter().filter(|&&i| msgs[i].spam == spam).map(|&i| msgs[i].path.clone()).collect();
+        train.iter().filter(|&&i| msgs[i].spam == spam).map(|&i| train_path(&msgs[i])).collect();
     if let Some(mut seed) = std::env::var("BAYES_SHUFFLE").ok().and_then(|v| v.parse::<u64>().ok()) {
         for k in (1..files.len()).rev() {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
