@@ -245,10 +245,12 @@ fn locate(text: &str, section: &str, key: &str) -> (usize, usize) {
 impl Config {
     /// The Bayes tokenizer's options: it leaves out bayes.ignore_headers, strainer's own fields
     /// and the field strainer stamps scanned mail with (clamav.header).
-    pub fn bayes_options(&self) -> Result<strainer_bayes::Options, String> {
+    pub fn bayes_options(&self) -> anyhow::Result<strainer_bayes::Options> {
         let stamp = Some(self.clamav.header.as_str()).filter(|h| !h.is_empty());
         let fields = self.bayes.ignore_headers.iter().map(String::as_str).chain(stamp);
-        Ok(strainer_bayes::Options { ignore: strainer_bayes::IgnoreHeaders::new(fields)?, ..Default::default() })
+        let ignore =
+            strainer_bayes::IgnoreHeaders::new(fields).map_err(|e| anyhow::anyhow!("bayes.ignore_headers: {e}"))?;
+        Ok(strainer_bayes::Options { ignore, ..Default::default() })
     }
 
     /// Parses TOML text; `origin` names it in errors.

@@ -284,7 +284,7 @@ fn learn_one(
     let store = config.bayes.open(&base_of(path))?;
     let view = strainer_mime::analyze(msg, &config.mime);
     let mut b = strainer_bayes::Bayes::new(&*store);
-    b.options = config.bayes_options().map_err(|e| anyhow::anyhow!("bayes.ignore_headers: {e}"))?;
+    b.options = config.bayes_options()?;
     let what = b.learn(msg, &view, class, false)?;
     let class = class.name();
     Ok(match what {

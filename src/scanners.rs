@@ -151,13 +151,10 @@ impl Local {
             mime_header: load_tables(base, &r.mime_header_checks, "mime_header_checks")?,
             body: load_tables(base, &r.body_checks, "body_checks")?,
             body_limit: r.body_checks_size_limit,
-            bayes: match config.bayes.enabled {
-                true => Some(crate::bayes::Scanner::new(
-                    &config.bayes,
-                    config.bayes_options().map_err(|e| anyhow::anyhow!("bayes.ignore_headers: {e}"))?,
-                    base,
-                )),
-                false => None,
+            bayes: if config.bayes.enabled {
+                Some(crate::bayes::Scanner::new(&config.bayes, config.bayes_options()?, base))
+            } else {
+                None
             },
         })
     }

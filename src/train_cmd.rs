@@ -215,7 +215,7 @@ pub fn train(
     ham: &[PathBuf],
     forget: bool,
 ) -> anyhow::Result<(Summary, Summary)> {
-    let opts = config.bayes_options().map_err(|e| anyhow::anyhow!("bayes.ignore_headers: {e}"))?;
+    let opts = config.bayes_options()?;
     let params = config.bayes.params();
     train_with(&config.mime, &opts, &params, store, spam, ham, forget)
 }
