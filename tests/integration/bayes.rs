@@ -563,3 +563,44 @@ fn a_backup_or_an_export_restores_over_a_store_that_learnt_more_since() {
     assert!(e.contains("totals"), "{e}");
     assert_eq!(totals(&config), (40, 40));
 }
+
+/// `strainer bayes stats --json`'s feature count.
+fn features(config: &Path) -> u64 {
+    let out = strainer(&["bayes", "stats", "--json"], config).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["tokens"].as_u64().unwrap()
+}
+
+/// Copies of every message in `from` into `to` with `field` on top, as a mailbox would hold
+/// them after another filter stamped its verdict.
+fn stamped(from: &Path, to: &Path, field: &str) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let mut m = format!("{field}\r\n").into_bytes();
+        m.extend(std::fs::read(e.path()).unwrap());
+        std::fs::write(to.join(e.file_name()), m).unwrap();
+    }
+}
+
+#[test]
+fn a_field_bayes_ignore_headers_names_is_neither_learnt_nor_scored() {
+    let d = tempfile::tempdir().unwrap();
+    synth(&d.path().join("spam"), 60, true);
+    synth(&d.path().join("ham"), 60, false);
+    stamped(&d.path().join("spam"), &d.path().join("spam-box"), "X-Verdict: spam, score=9.9");
+    stamped(&d.path().join("ham"), &d.path().join("ham-box"), "X-Verdict: ham, score=-4.2");
+    let config = d.path().join("strainer.toml");
+    std::fs::write(&config, "[bayes]\npath = \"store\"\nmin_spam = 5\nmin_ham = 5\nignore_headers = [\"X-Verdict\"]\n")
+        .unwrap();
+    let out = train(&config, &d.path().join("spam-box"), &d.path().join("ham-box")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // `scan` scores a stamped message as the same message without the field.
+    let probe = d.path().join("spam").join("000003.eml");
+    let stamped_probe = d.path().join("spam-box").join("000003.eml");
+    assert_eq!(scanned_margin(&config, &probe), scanned_margin(&config, &stamped_probe));
+    // What was learnt from the stamped copies is exactly what the plain ones take back.
+    let mut forget = train(&config, &d.path().join("spam"), &d.path().join("ham"));
+    let out = forget.arg("--forget").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!((totals(&config), features(&config)), ((0, 0), 0));
+}
