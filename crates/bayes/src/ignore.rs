@@ -59,20 +59,32 @@ impl IgnoreHeaders {
     }
 
     /// Whether the field named `name` is left out.
+    #[inline]
     pub fn skips(&self, name: &[u8]) -> bool {
-        let Some(&b) = name.first() else { return false };
-        if b >= 0x80 || self.first & (1 << b.to_ascii_lowercase()) == 0 {
-            return false;
-        }
-        self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
-            || self.prefixes.iter().any(|p| name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p))
+        self.may_skip(name) && self.matches(name)
     }
 
     /// Whether the header line `line` (a field's first line, `Name: value`) starts a field that
     /// is left out.
+    #[inline]
     pub fn skips_line(&self, line: &[u8]) -> bool {
-        let name = memchr::memchr(b':', line).map_or(line, |i| &line[..i]);
-        self.skips(name.trim_ascii_end())
+        // The first byte turns most lines away before the colon is looked for.
+        self.may_skip(line) && {
+            let name = memchr::memchr(b':', line).map_or(line, |i| &line[..i]);
+            self.matches(name.trim_ascii_end())
+        }
+    }
+
+    /// False when no pattern starts with the first byte of `name`.
+    #[inline]
+    fn may_skip(&self, name: &[u8]) -> bool {
+        name.first().is_some_and(|&b| b < 0x80 && self.first & (1 << b.to_ascii_lowercase()) != 0)
+    }
+
+    /// Whether a pattern matches `name`.
+    fn matches(&self, name: &[u8]) -> bool {
+        self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
+            || self.prefixes.iter().any(|p| name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p))
     }
 }
 
