@@ -182,7 +182,6 @@ impl Redis {
         p.query(c)
     }
 
-    /// Every record, features in hash order.
     /// Calls `each(feature, day, spam, ham)` for every feature held, a scan page at a time with
     /// its counts read alongside, so walking the model (stats, expiry) holds a page in memory,
     /// not three maps of the whole model.
@@ -211,21 +210,18 @@ impl Redis {
         }
     }
 
+    /// Every record, features in hash order.
     fn read_all(&self, c: &mut Connection) -> redis::RedisResult<Vec<Entry>> {
         let tot: (Option<u64>, Option<u64>) = c.hget(self.key("totals"), &["spam", "ham"])?;
         let mut out = vec![Entry::Totals(Redis::totals_of(tot))];
-        let mut features: std::collections::BTreeMap<u64, Record> = std::collections::BTreeMap::new();
-        for (key, slot) in [("s", 0), ("h", 1), ("d", 2)] {
-            for (f, v) in c.hscan::<_, (Vec<u8>, u32)>(self.key(key))? {
-                let Ok(b) = <[u8; 8]>::try_from(f.as_slice()) else { continue };
-                let r = features.entry(u64::from_be_bytes(b)).or_default();
-                match slot {
-                    0 => r.counts.spam = v,
-                    1 => r.counts.ham = v,
-                    _ => r.day = v,
-                }
+        // Every feature with counts has a day (they are written and deleted together).
+        let mut features: Vec<(u64, Record)> = Vec::new();
+        self.each_feature(c, |f, day, spam, ham| {
+            if let Ok(b) = <[u8; 8]>::try_from(f) {
+                features.push((u64::from_be_bytes(b), Record { counts: Counts { spam, ham }, day }));
             }
-        }
+        })?;
+        features.sort_unstable_by_key(|f| f.0);
         out.extend(features.into_iter().map(|(k, r)| Entry::Feature(k, r)));
         // Digests in order too, as LMDB gives them: an export reads the same from either store.
         let mut seen: Vec<Entry> = Vec::new();
