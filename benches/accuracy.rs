@@ -239,7 +239,18 @@ fn main() {
         msgs.iter().map(|m| tokenize(&strainer_mime::analyze(&m.raw, &limits), &opts, false)).collect();
     let tok_secs = t0.elapsed().as_secs_f64();
     if std::env::var_os("BAYES_STAGES").is_some() {
-        stages(&msgs, &toks, &limits, &opts);
+        // The lookup and combine stages score against a model of the whole corpus (memory store).
+        let store = Memory::new();
+        let items: Vec<_> = msgs
+            .iter()
+            .zip(&toks)
+            .map(|(m, t)| {
+                let class = if m.spam { strainer_bayes::Class::Spam } else { strainer_bayes::Class::Ham };
+                strainer_bayes::Item::new(&m.raw, class, t.hashes.clone(), &opts.ignore)
+            })
+            .collect();
+        store.learn_with(&items, false, &params).unwrap();
+        stages(&msgs, &toks, &limits, &opts, &store, &params);
         if std::env::var("BAYES_STAGES").is_ok_and(|v| v == "only") {
             return;
         }
@@ -413,10 +424,17 @@ fn main() {
     }
 }
 
-/// Exploration aid: microseconds per message for each stage of classifying before the store
-/// (MIME, tokenize, the linear vector), best of five rounds over the whole corpus (the VM's
-/// speed wanders).
-fn stages(msgs: &[Msg], toks: &[Tokens], limits: &strainer_mime::Limits, opts: &Options) {
+/// Exploration aid: microseconds per message for each stage of classifying (MIME, tokenize,
+/// the linear vector, the store's lookup and margin, Fisher's combination), best of five rounds
+/// over the whole corpus (the VM's speed wanders).
+fn stages(
+    msgs: &[Msg],
+    toks: &[Tokens],
+    limits: &strainer_mime::Limits,
+    opts: &Options,
+    store: &dyn Store,
+    params: &Params,
+) {
     let views: Vec<_> = msgs.iter().map(|m| strainer_mime::analyze(&m.raw, limits)).collect();
     let best = |f: &dyn Fn(usize)| {
         (0..5)
@@ -430,5 +448,23 @@ fn stages(msgs: &[Msg], toks: &[Tokens], limits: &strainer_mime::Limits, opts: &
     let mime = best(&|i| drop(std::hint::black_box(strainer_mime::analyze(&msgs[i].raw, limits))));
     let tok = best(&|i| drop(std::hint::black_box(tokenize(&views[i], opts, false))));
     let vec = best(&|i| drop(std::hint::black_box(Vector::of(&toks[i].hashes, &msgs[i].raw, &opts.ignore))));
-    eprintln!("stages, us/msg: MIME {mime:.1}, tokenize {tok:.1}, linear vector {vec:.1}");
+    let vectors: Vec<Vector> =
+        (0..msgs.len()).map(|i| Vector::of(&toks[i].hashes, &msgs[i].raw, &opts.ignore)).collect();
+    let mut evidence = Vec::with_capacity(msgs.len());
+    let lookup = {
+        let t = Instant::now();
+        for i in 0..msgs.len() {
+            let mut counts = Vec::new();
+            let (totals, margin) = store.evidence(&toks[i].hashes, &mut counts, &vectors[i]).unwrap();
+            evidence.push((counts, totals, margin));
+        }
+        t.elapsed().as_secs_f64() * 1e6 / msgs.len() as f64
+    };
+    let combine = best(&|i| {
+        let (counts, totals, _) = &evidence[i];
+        drop(std::hint::black_box(strainer_bayes::model::classify(counts, *totals, params, 0)));
+    });
+    eprintln!(
+        "stages, us/msg: MIME {mime:.1}, tokenize {tok:.1}, linear vector {vec:.1}, lookup and margin {lookup:.1}, combine {combine:.1}"
+    );
 }
