@@ -331,27 +331,41 @@ impl Tokenizer<'_> {
         if w.len() < self.opts.min_len || !(ascii || self.opts.non_ascii) {
             return;
         }
-        self.buf.clear();
-        self.buf.push_str(prefix);
-        if w.len() > self.opts.max_len {
-            // Long words: URLs, encoded junk, hashes. Keep a hint of the start and the size.
-            self.buf.push_str("sk:");
-            let end = w.char_indices().nth(7).map_or(w.len(), |(i, _)| i);
-            push_lower(&mut self.buf, &w[..end]);
-            self.buf.push(':');
-            self.buf.push_str(&(w.len() / 10).to_string());
-        } else if self.opts.numbers && w.len() > 5 && w.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b',') {
-            self.buf.push_str("N:");
-            self.buf.push_str(&w.len().to_string());
-        } else if !self.opts.lowercase {
-            self.buf.push_str(w);
-        } else {
-            push_lower(&mut self.buf, w);
-        }
-        if self.opts.caps && w.len() >= 4 && w.chars().all(|c| c.is_ascii_uppercase()) {
-            self.buf.insert_str(prefix.len(), "C:");
-        }
-        let h = self.flush();
+        let long = w.len() > self.opts.max_len;
+        let number = !long
+            && self.opts.numbers
+            && w.len() > 5
+            && w.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b',');
+        let plain = ascii && !long && !number && self.opts.lowercase && !self.opts.caps && self.names.is_none();
+        let h = match plain.then(|| hash_lower(prefix, w)).flatten() {
+            Some(h) => {
+                self.hashes.push(h);
+                h
+            }
+            None => {
+                self.buf.clear();
+                self.buf.push_str(prefix);
+                if long {
+                    // Long words: URLs, encoded junk, hashes. Keep a hint of the start and the size.
+                    self.buf.push_str("sk:");
+                    let end = w.char_indices().nth(7).map_or(w.len(), |(i, _)| i);
+                    push_lower(&mut self.buf, &w[..end]);
+                    self.buf.push(':');
+                    self.buf.push_str(&(w.len() / 10).to_string());
+                } else if number {
+                    self.buf.push_str("N:");
+                    self.buf.push_str(&w.len().to_string());
+                } else if !self.opts.lowercase {
+                    self.buf.push_str(w);
+                } else {
+                    push_lower(&mut self.buf, w);
+                }
+                if self.opts.caps && w.len() >= 4 && w.chars().all(|c| c.is_ascii_uppercase()) {
+                    self.buf.insert_str(prefix.len(), "C:");
+                }
+                self.flush()
+            }
+        };
         if self.opts.bigrams {
             if let Some(p) = *prev {
                 let mut pair = [0u8; 16];
@@ -550,6 +564,20 @@ const fn ends_word(b: u8) -> bool {
 const fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(b, b'$' | b'\'' | b'-' | b'.' | b'_' | b'!' | b'@' | b'%' | b'/' | b':' | b'&' | b',')
+}
+
+/// The hash of `prefix` and the ASCII word `w` lower-cased, as [`Tokenizer::flush`] would give
+/// it, made in a stack copy; `None` when they do not fit. Body words are most of a message's
+/// features, and copying each into the `String` buffer to lower-case it there was a fifth of
+/// tokenizing's instructions.
+fn hash_lower(prefix: &str, w: &str) -> Option<u64> {
+    let mut key = [0u8; 64];
+    let n = prefix.len() + w.len();
+    key.get_mut(..prefix.len())?.copy_from_slice(prefix.as_bytes());
+    for (d, s) in key.get_mut(prefix.len()..n)?.iter_mut().zip(w.as_bytes()) {
+        *d = s.to_ascii_lowercase();
+    }
+    Some(xxh3_64(&key[..n]))
 }
 
 /// Appends `w` lower-cased: ASCII copied whole and lower-cased in place (body words went a

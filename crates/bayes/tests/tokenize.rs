@@ -105,6 +105,24 @@ fn explaining_names_what_moved_the_linear_layer_and_adds_up() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
+    /// Scoring hashes the common words from a stack copy, explaining spells every feature out:
+    /// both give the same features, and every feature but a word pair is the hash of its name.
+    #[test]
+    fn scoring_and_explaining_give_the_same_features(
+        subject in "[A-Za-z0-9 ]{0,30}",
+        words in prop::collection::vec("[A-Za-z]{1,30}|[0-9.,]{1,9}|\\PC{1,6}|[A-Z]{2,8}[a-z0-9!%$]{0,5}", 0..60)
+    ) {
+        let msg = format!("Subject: {subject}\r\nFrom: Bob <b@Example.ORG>\r\n\r\n{}\r\n", words.join(" "));
+        let view = strainer_mime::analyze(msg.as_bytes(), &strainer_mime::Limits::default());
+        let scored = tokenize(&view, &Options::default(), false);
+        let explained = tokenize(&view, &Options::default(), true);
+        prop_assert_eq!(&scored.hashes, &explained.hashes);
+        for h in &explained.hashes {
+            let name = explained.name(*h).unwrap();
+            prop_assert!(name.contains(" + ") || xxhash_rust::xxh3::xxh3_64(name.as_bytes()) == *h, "{name}");
+        }
+    }
+
     /// Any bytes: the score is finite and the probability within [0, 1]; tokenizing never panics.
     #[test]
     fn score_is_finite_for_any_input(raw in prop::collection::vec(any::<u8>(), 0..2000)) {
