@@ -612,6 +612,10 @@ fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
 
 /// `a.b.c.d` -> `a.b` when it is an IPv4 address.
 fn ipv4_net(w: &str) -> Option<&str> {
+    // Most words asked about (a Received line's) are names: they go at their first byte.
+    if !w.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+        return None;
+    }
     let mut parts = 0;
     for p in w.split('.') {
         parts += 1;
@@ -705,5 +709,7 @@ mod tests {
         assert_eq!(ipv4_net("192.168.1.2"), Some("192.168"));
         assert_eq!(ipv4_net("1.2.3.4.5"), None);
         assert_eq!(ipv4_net("192.168.1"), None);
+        assert_eq!(ipv4_net("a192.168.1.2"), None);
+        assert_eq!(ipv4_net(""), None);
     }
 }
