@@ -17,7 +17,7 @@
 //! the test messages stay as they are),
 //! BAYES_RECEIVED=0|1|2, BAYES_RECIPIENTS=0, BAYES_CAPS=1, BAYES_THRESHOLD, BAYES_LINEAR=0 (Fisher alone),
 //! BAYES_LSCALE (the linear margin's weight, 1 = as shipped), BAYES_REVISITS (the linear layer's
-//! passes over each training batch after the first), BAYES_SHUFFLE=seed (another training
+//! passes over each training batch after the first), BAYES_ORDERS (its runs over each batch, averaged), BAYES_BATCH (messages per training batch), BAYES_SHUFFLE=seed (another training
 //! order), BAYES_EXPORT=file (each message's features, one line each, for exploring elsewhere),
 //! BAYES_DUMP=1 (the worst-ranked messages and their strongest features), BAYES_STAGES=1 (time
 //! MIME, tokenizing and the linear vector apart, best of five rounds; `only`: then stop, as for
@@ -222,6 +222,7 @@ fn main() {
         max_features: env("BAYES_MAXF", d.max_features),
         evidence_cap: env("BAYES_CAP", d.evidence_cap),
         revisits: env("BAYES_REVISITS", d.revisits),
+        orders: env("BAYES_ORDERS", d.orders),
         method: match env("BAYES_METHOD", String::from("fisher")).as_str() {
             "nb" => Method::NaiveBayes,
             "combined" => Method::Combined(env("BAYES_W", 0.1), env("BAYES_NBCAP", 30)),
@@ -230,6 +231,7 @@ fn main() {
         ..d
     };
     let threshold = env("BAYES_THRESHOLD", strainer_bayes::DEFAULT_THRESHOLD);
+    let batch_size = env("BAYES_BATCH", strainer::bayes::DEFAULT_TRAIN_BATCH);
     let linear = env("BAYES_LINEAR", 1) == 1;
     // How much the margin counts, relative to what ships (1.0).
     let lscale: f64 = env("BAYES_LSCALE", 1.0);
@@ -296,7 +298,8 @@ fn main() {
         // learn in batches, the classes interleaved in its order.
         let (t, cpu) = (Instant::now(), cpu_secs());
         let (spam, ham) = (class_files(&msgs, &train, true), class_files(&msgs, &train, false));
-        let (s, h) = strainer::train_cmd::train_with(&limits, &opts, &params, &*store, &spam, &ham, false).unwrap();
+        let setup = strainer::train_cmd::Setup { limits: &limits, opts: &opts, params: &params, batch: batch_size };
+        let (s, h) = strainer::train_cmd::train_with(&setup, &*store, &spam, &ham, false).unwrap();
         assert_eq!((s.total() + h.total()) as usize, train.len(), "every training message learnt");
         let train_ms = t.elapsed().as_secs_f64() * 1000.0 / train.len() as f64;
         let train_cpu = (cpu_secs() - cpu) * 1000.0 / train.len() as f64;

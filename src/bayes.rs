@@ -16,6 +16,9 @@ pub const DEFAULT_POINTS_PER_LOG_ODDS: f64 = 0.625;
 /// Passes of the linear layer over a training batch by default.
 pub const DEFAULT_TRAIN_PASSES: usize = 3;
 
+/// Default messages `strainer train` learns per store transaction.
+pub const DEFAULT_TRAIN_BATCH: usize = 5_000;
+
 /// Bayes score at and above which `serve` learns a message as spam by default (autolearn).
 pub const DEFAULT_AUTOLEARN_SPAM: f64 = 30.0;
 
@@ -72,6 +75,10 @@ pub struct BayesConfig {
     /// Passes of the linear layer over each batch `strainer train` learns (the first learns
     /// each message; each further one steps again those a later message pushed back).
     pub train_passes: usize,
+    /// Messages `strainer train` learns per store transaction: the linear layer averages its
+    /// runs over each batch, which helps more the larger the batch; each message held costs
+    /// about 17 KiB until the batch is committed.
+    pub train_batch: usize,
     /// Strongest features named in the finding and the log (costs a copy of every feature's
     /// text per message; `strainer scan --explain N` names them on demand).
     pub explain: usize,
@@ -123,6 +130,7 @@ impl Default for BayesConfig {
             max_tokens: 1_000_000,
             max_seen: 200_000,
             train_passes: DEFAULT_TRAIN_PASSES,
+            train_batch: DEFAULT_TRAIN_BATCH,
             explain: 0,
             autolearn: false,
             autolearn_spam: DEFAULT_AUTOLEARN_SPAM,

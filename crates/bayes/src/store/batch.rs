@@ -184,5 +184,64 @@ pub(crate) fn learn(
             }
         }
     }
+    if params.orders > 1 && !learnt.is_empty() {
+        average_orders(&learnt, params, batch, *totals, weights, &mut seen_now);
+    }
     Ok(Learnt { outcomes, seen: seen_now, weights_changed })
+}
+
+/// The linear layer's other runs over what a batch learnt (see [`crate::linear`]): from the
+/// weights as they were before the batch's steps, `params.orders - 1` more runs, each over the
+/// messages in another order and each message scored on the batch's final counts less its own,
+/// `1 + params.revisits` passes each. The weights become the average of every run's, and
+/// each message's remembered step the average of its steps, so forgetting still takes back
+/// exactly what learning added. The runs take turns on `weights` itself, each first taking
+/// back the steps of the one before, so nothing dense is copied (a batch of one from
+/// autolearning or a release costs a few of its own vectors, not the whole table).
+fn average_orders(
+    learnt: &[(&Item, &Vec<u32>)],
+    params: &Params,
+    batch: &Batch,
+    totals: Totals,
+    weights: &mut [f32],
+    seen_now: &mut HashMap<[u8; 16], Option<Seen>>,
+) {
+    let first: Vec<f32> = learnt
+        .iter()
+        .map(|(item, _)| match seen_now.get(&item.digest.0) {
+            Some(Some((_, Some(alpha)))) => *alpha,
+            _ => 0.0,
+        })
+        .collect();
+    let mut sum = first.clone();
+    let mut last = first;
+    let mut order: Vec<usize> = (0..learnt.len()).collect();
+    let mut counts = Vec::new();
+    for _ in 1..params.orders {
+        for ((item, _), a) in learnt.iter().zip(&last) {
+            item.vector.add_to(weights, -a);
+        }
+        linear::shuffle(&mut order);
+        let mut run = vec![0f32; learnt.len()];
+        for _ in 0..=params.revisits {
+            for &i in &order {
+                let (item, at) = learnt[i];
+                batch.counts(at, &mut counts);
+                let prior = prior_of(&mut counts, totals, Some(item.class), params);
+                run[i] += linear::apply(weights, &item.vector, None, Some(item.class), prior);
+            }
+        }
+        for (s, r) in sum.iter_mut().zip(&run) {
+            *s += r;
+        }
+        last = run;
+    }
+    let k = params.orders as f32;
+    for (i, (item, _)) in learnt.iter().enumerate() {
+        let mean = sum[i] / k;
+        item.vector.add_to(weights, mean - last[i]);
+        if let Some(Some((_, Some(alpha)))) = seen_now.get_mut(&item.digest.0) {
+            *alpha = mean;
+        }
+    }
 }
