@@ -176,9 +176,7 @@ pub(crate) fn learn(
     }
     for _ in 0..params.revisits {
         for (item, at) in &learnt {
-            batch.counts(at, &mut counts);
-            let prior = prior_of(&mut counts, *totals, Some(item.class), params);
-            let more = linear::apply(weights, &item.vector, None, Some(item.class), prior);
+            let more = step_on_final_counts(item, at, batch, *totals, params, weights, &mut counts);
             if let Some(Some((_, Some(alpha)))) = seen_now.get_mut(&item.digest.0) {
                 *alpha += more;
             }
@@ -188,6 +186,22 @@ pub(crate) fn learn(
         average_orders(&learnt, params, batch, *totals, weights, &mut seen_now);
     }
     Ok(Learnt { outcomes, seen: seen_now, weights_changed })
+}
+
+/// A linear step for a message the batch learnt, against the batch's final counts less its own
+/// (the revisits and the other runs); returns it.
+fn step_on_final_counts(
+    item: &Item,
+    at: &[u32],
+    batch: &Batch,
+    totals: Totals,
+    params: &Params,
+    weights: &mut [f32],
+    counts: &mut Vec<Counts>,
+) -> f32 {
+    batch.counts(at, counts);
+    let prior = prior_of(counts, totals, Some(item.class), params);
+    linear::apply(weights, &item.vector, None, Some(item.class), prior)
 }
 
 /// The linear layer's other runs over what a batch learnt (see [`crate::linear`]): from the
@@ -226,9 +240,7 @@ fn average_orders(
         for _ in 0..=params.revisits {
             for &i in &order {
                 let (item, at) = learnt[i];
-                batch.counts(at, &mut counts);
-                let prior = prior_of(&mut counts, totals, Some(item.class), params);
-                run[i] += linear::apply(weights, &item.vector, None, Some(item.class), prior);
+                run[i] += step_on_final_counts(item, at, batch, totals, params, weights, &mut counts);
             }
         }
         for (s, r) in sum.iter_mut().zip(&run) {
