@@ -9,21 +9,24 @@
 //!     cargo bench --bench accuracy -- --store redis     # Redis at STRAINER_REDIS (slow: minutes)
 //!
 //! Knobs for measuring variants (environment): BAYES_METHOD=fisher|nb, BAYES_S, BAYES_MINDEV,
-//! BAYES_MAXF, BAYES_CAP, BAYES_BIGRAMS=0, BAYES_HEADERS=0, BAYES_MARKUP=0, BAYES_MINLEN, BAYES_MAXLEN,
-//! BAYES_LOWER=0 (words as written), BAYES_NUMBERS=0 (long digit runs kept),
-//! BAYES_NONASCII=0 (words with non-ASCII letters dropped), BAYES_IGNORE=0 (only strainer's own header fields
-//! left out, not the default configuration's `bayes.ignore_headers`), BAYES_TRAIN_ROOT=dir (train from
-//! dir/FOLDER/NAME instead of the corpus file, e.g. copies stamped as a mailbox would hold them;
-//! the test messages stay as they are),
-//! BAYES_RECEIVED=0|1|2, BAYES_RECIPIENTS=0, BAYES_CAPS=1, BAYES_THRESHOLD, BAYES_LINEAR=0 (Fisher alone),
-//! BAYES_LSCALE (the linear margin's weight, 1 = as shipped), BAYES_REVISITS (the linear layer's
-//! passes over each training batch after the first), BAYES_ORDERS (its runs over each batch, averaged), BAYES_BATCH (messages per training batch), BAYES_SHUFFLE=seed (another training
-//! order), BAYES_EXPORT=file (each message's features, one line each, for exploring elsewhere),
-//! BAYES_DUMP=1 (the worst-ranked messages and their strongest features), BAYES_STAGES=1 (time
-//! MIME, tokenizing and the linear vector apart, best of five rounds; `only`: then stop, as for
-//! a profiler), BAYES_SCORES=dir (each split's test scores, one line per message: score,
-//! spam, folder, file), BAYES_AUTOLEARN=30,-30 (the test part as a stream, learning what scores at least 30 as spam and at most -30 as ham,
-//! as `serve`'s autolearning does; the classify time then includes that learning).
+//! BAYES_MAXF, BAYES_CAP, BAYES_BIGRAMS=0, BAYES_HEADERS=0, BAYES_MARKUP=0, BAYES_MINLEN,
+//! BAYES_MAXLEN, BAYES_LOWER=0 (words as written), BAYES_NUMBERS=0 (long digit runs kept),
+//! BAYES_NONASCII=0 (words with non-ASCII letters dropped), BAYES_IGNORE=0 (only strainer's own
+//! header fields left out, not the default configuration's `bayes.ignore_headers`),
+//! BAYES_TRAIN_ROOT=dir (train from dir/FOLDER/NAME instead of the corpus file, e.g. copies
+//! stamped as a mailbox would hold them; the test messages stay as they are),
+//! BAYES_RECEIVED=0|1|2, BAYES_RECIPIENTS=0, BAYES_CAPS=1, BAYES_THRESHOLD, BAYES_LINEAR=0
+//! (Fisher alone), BAYES_LSCALE (the linear margin's weight, 1 = as shipped), BAYES_REVISITS
+//! (the linear layer's passes over each training batch after the first), BAYES_ORDERS (its runs
+//! over each batch, averaged), BAYES_BATCH (messages per training batch), BAYES_SHUFFLE=seed
+//! (another training order), BAYES_EXPORT=file (each message's features, one line each, for
+//! exploring elsewhere), BAYES_DUMP=1 (the worst-ranked messages and their strongest features),
+//! BAYES_STAGES=1 (time MIME, tokenizing, the linear vector, the lookup and the combination
+//! apart, best of five rounds; `only`: then stop, as for a profiler), BAYES_SCORES=dir (each
+//! split's test scores, one line per message: score, spam, folder, file),
+//! BAYES_AUTOLEARN=30,-30 (the test part as a stream, learning what scores at least 30 as spam
+//! and at most -30 as ham, as `serve`'s autolearning does; the classify time then includes that
+//! learning).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::{Path, PathBuf};

@@ -4,8 +4,8 @@
 //! A field that another filter adds (its verdict, its queue id, its scan stamp) says nothing
 //! about the sender; learnt from a mailbox it becomes a short cut: the model credits the old
 //! filter's verdict instead of the message, and mail arriving without that field scores as if
-//! part of its evidence were missing (benches/README.md measures it). Neither the tokenizer nor the linear layer's 4-grams see an
-//! ignored field, in learning and in classifying alike.
+//! part of its evidence were missing (benches/README.md measures it). Neither the tokenizer nor
+//! the linear layer's 4-grams see an ignored field, in learning and in classifying alike.
 
 /// Patterns of header field names to leave out: a name, or a prefix ending in `*`; matched
 /// without regard to case.

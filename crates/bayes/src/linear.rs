@@ -20,8 +20,8 @@
 //! SpamAssassin corpus (benches/README.md), learning on the whole score halved 1-AUC on the
 //! half split against learning the margin alone, and the pair ranks better than either part.
 //!
-//! A store learns a batch (up to `bayes.train_batch`, 5,000 messages, from `strainer train`) in one pass and then goes over
-//! the messages it learnt [`crate::Params::revisits`] more times (2 by default), each scored
+//! A store learns a batch (up to `bayes.train_batch`, 5,000 messages, from `strainer train`) in
+//! one pass and then goes over the messages it learnt [`crate::Params::revisits`] more times (2 by default), each scored
 //! from the counts as the batch left them less its own: a step taken for a later message may
 //! have pushed an earlier one back from its target, and the next pass steps it again (its
 //! remembered step grows, so forgetting still takes back everything). On the corpus this cut
