@@ -285,6 +285,7 @@ fn learn_one(
     let view = strainer_mime::analyze(msg, &config.mime);
     let mut b = strainer_bayes::Bayes::new(&*store);
     b.options = config.bayes_options()?;
+    b.params = config.bayes.params();
     let what = b.learn(msg, &view, class, false)?;
     let class = class.name();
     Ok(match what {
