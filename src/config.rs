@@ -276,7 +276,21 @@ impl Config {
             key: String::new(),
             message: format!("cannot read the configuration file: {e}; give an existing file with --config, or leave --config out to run on the embedded defaults"),
         })?;
-        Config::parse(&text, &origin)
+        let mut config = Config::parse(&text, &origin)?;
+        config.resolve_from(path.parent().unwrap_or(Path::new("")));
+        Ok(config)
+    }
+
+    /// Takes a relative `quarantine.dir` and `server.pid_file` from `folder` (the configuration
+    /// file's), as `bayes.path` and the rule files are: `serve` and the CLI, started from
+    /// different directories, must find the same quarantine.
+    fn resolve_from(&mut self, folder: &Path) {
+        if self.quarantine.dir.is_relative() {
+            self.quarantine.dir = folder.join(&self.quarantine.dir);
+        }
+        if !self.server.pid_file.is_empty() && Path::new(&self.server.pid_file).is_relative() {
+            self.server.pid_file = folder.join(&self.server.pid_file).display().to_string();
+        }
     }
 
     fn validate(&self, text: &str, origin: &str) -> Result<(), ConfigError> {
@@ -542,6 +556,20 @@ mod tests {
         let ignore = cfg.bayes_options().unwrap().ignore;
         assert!(ignore.skips(b"x-scanned-by") && ignore.skips(b"X-Spam-Status"));
         assert!(!ignore.skips(b"X-Bogosity") && !ignore.skips(b"X-Virus-Scanned"));
+    }
+
+    /// Relative paths mean the same to `serve` and to the CLI, wherever each was started.
+    #[test]
+    fn relative_quarantine_and_pid_file_are_taken_from_the_config_folder() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("strainer.toml");
+        std::fs::write(&file, "[server]\npid_file = \"run/strainer.pid\"\n[quarantine]\ndir = \"q\"\n").unwrap();
+        let c = Config::load(&file).unwrap();
+        assert_eq!(c.quarantine.dir, d.path().join("q"));
+        assert_eq!(c.server.pid_file, d.path().join("run/strainer.pid").display().to_string());
+        std::fs::write(&file, "[quarantine]\ndir = \"/srv/q\"\n").unwrap();
+        let c = Config::load(&file).unwrap();
+        assert_eq!((c.quarantine.dir.as_path(), c.server.pid_file.as_str()), (Path::new("/srv/q"), ""));
     }
 }
 

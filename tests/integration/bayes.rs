@@ -604,3 +604,60 @@ fn a_field_bayes_ignore_headers_names_is_neither_learnt_nor_scored() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!((totals(&config), features(&config)), ((0, 0), 0));
 }
+
+/// A scratch directory whose configuration quarantines into `q` and releases to `relay`, and
+/// whose store learnt the fixture corpus; a spam-looking message held in its quarantine, with
+/// its id.
+fn with_quarantined_probe(relay: std::net::SocketAddr) -> (tempfile::TempDir, PathBuf, String) {
+    let d = tempfile::tempdir().unwrap();
+    let config = d.path().join("strainer.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[relay]\naddress = \"{relay}\"\n[quarantine]\ndir = \"q\"\n[bayes]\npath = \"store\"\nmin_spam = 5\nmin_ham = 5\n"
+        ),
+    )
+    .unwrap();
+    let out = train(&config, &Path::new(FIXTURES).join("spam"), &Path::new(FIXTURES).join("ham")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut meta = strainer_quarantine::Meta {
+        sender: "deals@promo.example.biz".into(),
+        recipients: vec![strainer_quarantine::Rcpt { address: "b@example.net".into(), notify: None, orcpt: None }],
+        category: "SPAM".into(),
+        reason: "SPAM score=12.0".into(),
+        size: PROBE_SPAM.len() as u64,
+        ..Default::default()
+    };
+    let id = strainer_quarantine::Store::open(d.path().join("q")).unwrap().put(&mut meta, PROBE_SPAM).unwrap();
+    std::fs::write(d.path().join("probe.eml"), PROBE_SPAM).unwrap();
+    (d, config, id)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quarantine_release_learns_ham_and_delete_learns_spam() {
+    let sink = Sink::start(Behaviour::Accept).await;
+    let (d, config, id) = with_quarantined_probe(sink.addr);
+    let before = scanned_margin(&config, &d.path().join("probe.eml"));
+    assert!(before > 0.0, "the fixtures make the probe spammy: {before}");
+    let cli = |args: Vec<String>| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            strainer(&args, &config).output().unwrap()
+        })
+    };
+    let out = cli(vec!["quarantine".into(), "release".into(), id.clone(), "--learn-ham".into()]).await.unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("released") && said.contains("bayes: learnt as ham"), "{out:?}");
+    assert_eq!(sink.got().len(), 1, "released downstream");
+    assert_eq!(totals(&config), (8, 9));
+    let after = scanned_margin(&config, &d.path().join("probe.eml"));
+    assert!(after < before, "learnt as ham, the margin moves toward ham: {before} -> {after}");
+
+    // Deleting it instead teaches it back as spam; the entry is gone.
+    let out = cli(vec!["quarantine".into(), "delete".into(), id.clone(), "--learn-spam".into()]).await.unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("bayes: moved to spam") && said.contains("deleted"), "{out:?}");
+    assert_eq!(totals(&config), (9, 8));
+    assert!(strainer_quarantine::Store::open(d.path().join("q")).unwrap().list().unwrap().is_empty());
+}
