@@ -41,7 +41,7 @@ pub fn backup(bayes: &BayesConfig, base: &Path, dir: &Path) -> anyhow::Result<()
 
 /// Fails, with advice, when the configured LMDB store was never created (opening it would
 /// create an empty one).
-fn must_exist(bayes: &BayesConfig, base: &Path) -> anyhow::Result<()> {
+pub fn must_exist(bayes: &BayesConfig, base: &Path) -> anyhow::Result<()> {
     if !bayes.store_exists(base) {
         anyhow::bail!(
             "no Bayes store at {} yet (bayes.path): `strainer train` creates it",

@@ -472,9 +472,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let base = base_of(path.as_ref());
             match command {
                 BayesCmd::Stats { json } => {
+                    strainer::bayes_cmd::must_exist(&config.bayes, &base)?;
                     strainer::train_cmd::print_stats(&*config.bayes.open(&base)?, &config, json)
                 }
                 BayesCmd::Expire => {
+                    strainer::bayes_cmd::must_exist(&config.bayes, &base)?;
                     let store = config.bayes.open(&base)?;
                     let e = store.expire(&config.bayes.expiry())?;
                     strainer::outln!("expired {} features and {} digests", e.tokens, e.seen);

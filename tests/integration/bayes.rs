@@ -408,8 +408,7 @@ fn mbox_and_maildir_are_read_message_by_message() {
 #[test]
 fn a_reader_that_goes_away_ends_the_output_quietly() {
     // `strainer bayes stats | head -1`: the pipe closes before strainer has written everything.
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path());
+    let (_dir, config, _) = trained(5);
     let mut show = Command::new(env!("CARGO_BIN_EXE_strainer"));
     show.args(["config", "show"]);
     for mut cmd in [strainer(&["bayes", "stats"], &config), show] {
@@ -425,11 +424,13 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
 fn a_backup_taken_while_training_is_a_whole_store_of_whole_batches() {
     let d = tempfile::tempdir().unwrap();
     let config = write_config(d.path());
-    let out = strainer(&["bayes", "backup"], &config).arg(d.path().join("early")).output().unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no Bayes store") && err.contains("strainer train"), "{err}");
-    assert!(!d.path().join("store").exists(), "asking for a backup does not create a store");
+    for args in [&["bayes", "backup", "early"][..], &["bayes", "stats"], &["bayes", "expire"]] {
+        let out = strainer(args, &config).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no Bayes store") && err.contains("strainer train"), "{args:?}: {err}");
+        assert!(!d.path().join("store").exists(), "{args:?} does not create a store");
+    }
 
     let (d, config, mut trainer) = training_in_background(3000, 3000);
     let mut copies = Vec::new();
@@ -501,7 +502,7 @@ fn an_export_imported_into_a_new_store_scores_the_same_and_bad_files_name_their_
     std::fs::write(&broken, text.replacen("\nf ", "\nf zz", 1)).unwrap();
     let e = err(strainer(&["bayes", "import"], &fresh).arg(&broken).output().unwrap());
     assert!(e.contains("broken.txt:3:") && e.contains("16 hex digits"), "{e}");
-    assert_eq!(totals(&fresh), (0, 0), "a refused import leaves the store empty");
+    assert!(!d.path().join("fresh/data.mdb").exists(), "a refused import leaves no store behind");
 }
 
 #[test]
