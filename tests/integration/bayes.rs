@@ -662,3 +662,18 @@ async fn quarantine_release_learns_ham_and_delete_learns_spam() {
     assert_eq!(totals(&config), (9, 8));
     assert!(strainer_quarantine::Store::open(d.path().join("q")).unwrap().list().unwrap().is_empty());
 }
+
+#[test]
+fn the_quarantine_cli_does_not_create_a_missing_quarantine() {
+    // Created by root from the CLI, it would be root's, and `serve` could not hold mail there.
+    let d = tempfile::tempdir().unwrap();
+    let config = d.path().join("strainer.toml");
+    std::fs::write(&config, "[quarantine]\ndir = \"q\"\n").unwrap();
+    let out = strainer(&["quarantine", "list"], &config).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("does not exist yet"), "{out:?}");
+    let out = strainer(&["quarantine", "show", "abcdefghij0123456789"], &config).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no quarantine at") && err.contains("--config"), "{err}");
+    assert!(!d.path().join("q").exists());
+}
