@@ -182,7 +182,11 @@ impl BayesConfig {
 
     /// Opens (creating) the LMDB store itself, whatever the backend.
     pub fn open_lmdb(&self, base: &Path) -> anyhow::Result<Lmdb> {
-        Lmdb::open(&self.lmdb_path(base), self.map_size_mb.saturating_mul(1 << 20)).map_err(|e| {
+        let path = self.lmdb_path(base);
+        if !path.join("data.mdb").exists() {
+            not_for_another_user(&path)?;
+        }
+        Lmdb::open(&path, self.map_size_mb.saturating_mul(1 << 20)).map_err(|e| {
             anyhow::anyhow!(
                 "bayes.path: {e} (is the directory writable by this user? `strainer serve` runs as `strainer`)"
             )
@@ -223,6 +227,40 @@ impl BayesConfig {
     pub fn lmdb_path(&self, base: &Path) -> PathBuf {
         if self.path.is_absolute() { self.path.clone() } else { base.join(&self.path) }
     }
+}
+
+/// Refuses to create the store at `path` when the directory it would go in belongs to another
+/// user: `sudo strainer train` would leave a store that `serve`, running as `strainer`, cannot
+/// open.
+fn not_for_another_user(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let holder = if path.exists() { Some(path) } else { path.parent() };
+    let (Some(holder), Ok(me)) = (holder, std::fs::metadata("/proc/self").map(|m| m.uid())) else {
+        return Ok(());
+    };
+    let Ok(owner) = std::fs::metadata(holder).map(|m| m.uid()) else { return Ok(()) };
+    if owner == me {
+        return Ok(());
+    }
+    let name = user_name(owner);
+    anyhow::bail!(
+        "bayes.path: {} would be created by {} in a directory that belongs to {}, and `serve` \
+         could not then open it: run this as that user (`sudo -u {} strainer ...`)",
+        path.display(),
+        user_name(me).unwrap_or_else(|| format!("uid {me}")),
+        name.clone().unwrap_or_else(|| format!("uid {owner}")),
+        name.unwrap_or_else(|| format!("'#{owner}'")),
+    )
+}
+
+/// The login name of `uid`, from /etc/passwd.
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+    })
 }
 
 /// The scanner: opens the store when it first exists (a fresh install has none until

@@ -677,3 +677,25 @@ fn the_quarantine_cli_does_not_create_a_missing_quarantine() {
     assert!(!out.status.success() && err.contains("no quarantine at") && err.contains("--config"), "{err}");
     assert!(!d.path().join("q").exists());
 }
+
+#[test]
+fn train_does_not_create_a_store_another_user_could_not_open() {
+    // As root (CI), in a directory that belongs to another user, as `sudo strainer train` would.
+    let d = tempfile::tempdir().unwrap();
+    let theirs = d.path().join("lib");
+    std::fs::create_dir(&theirs).unwrap();
+    if std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).is_err() {
+        eprintln!("skipped: changing a directory's owner needs root");
+        return;
+    }
+    let config = d.path().join("strainer.toml");
+    std::fs::write(&config, "[bayes]\npath = \"lib/bayes\"\n").unwrap();
+    let out = train(&config, &Path::new(FIXTURES).join("spam"), &Path::new(FIXTURES).join("ham")).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("run this as that user") && err.contains("sudo -u"), "{err}");
+    assert!(!theirs.join("bayes").exists());
+    // Where the store's directory is the user's own, it is created.
+    std::os::unix::fs::chown(&theirs, Some(0), Some(0)).unwrap();
+    let out = train(&config, &Path::new(FIXTURES).join("spam"), &Path::new(FIXTURES).join("ham")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
