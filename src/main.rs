@@ -570,17 +570,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !config.quarantine.dir.exists() {
                 // Not created from here: as root it would be root's, and `serve` could not write it.
                 let dir = config.quarantine.dir.display();
-                if let QuarantineCmd::List { json: false, .. } | QuarantineCmd::Purge { .. } = command {
+                if !matches!(command, QuarantineCmd::List { .. } | QuarantineCmd::Purge { .. }) {
+                    anyhow::bail!(
+                        "no quarantine at {dir} (quarantine.dir): `strainer serve` creates it when it starts; is --config the file `serve` runs with?"
+                    );
+                }
+                if !matches!(command, QuarantineCmd::List { json: true, .. }) {
                     strainer::outln!(
                         "(no quarantined messages: {dir} does not exist yet; `strainer serve` creates it when it starts)"
                     );
                 }
-                if matches!(command, QuarantineCmd::List { .. } | QuarantineCmd::Purge { .. }) {
-                    return Ok(());
-                }
-                anyhow::bail!(
-                    "no quarantine at {dir} (quarantine.dir): `strainer serve` creates it when it starts; is --config the file `serve` runs with?"
-                );
+                return Ok(());
             }
             let store = strainer_quarantine::Store::open(&config.quarantine.dir).with_context(|| {
                 format!("cannot open the quarantine (quarantine.dir = {})", config.quarantine.dir.display())

@@ -8,7 +8,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -160,10 +160,23 @@ impl Store {
         let dir = dir.into();
         let tmp = dir.join("tmp");
         fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-        for d in [&dir, &tmp] {
+        let store = Store { dir };
+        store.adopt(&tmp);
+        for d in [&store.dir, &tmp] {
             fs::set_permissions(d, fs::Permissions::from_mode(0o700)).map_err(io(d))?;
         }
-        Ok(Store { dir })
+        Ok(store)
+    }
+
+    /// Gives what this process just created in the store to the store directory's owner, when
+    /// that is someone else (the CLI run as root on `serve`'s quarantine): `serve` must still be
+    /// able to write `tmp`, and its user to read every entry. Not being allowed is not an error.
+    fn adopt(&self, path: &Path) {
+        if let (Ok(dir), Ok(made)) = (fs::metadata(&self.dir), fs::metadata(path))
+            && (dir.uid(), dir.gid()) != (made.uid(), made.gid())
+        {
+            let _ = std::os::unix::fs::chown(path, Some(dir.uid()), Some(dir.gid()));
+        }
     }
 
     /// The store's directory.
@@ -187,6 +200,8 @@ impl Store {
         let (em, ej) = self.paths(&id);
         write_synced(&tm, message)?;
         write_synced(&tj, &json)?;
+        self.adopt(&tm);
+        self.adopt(&tj);
         fs::rename(&tm, &em).map_err(io(&em))?;
         // The metadata appears last: a crash before this leaves no visible entry.
         fs::rename(&tj, &ej).map_err(io(&ej))?;
@@ -244,6 +259,7 @@ impl Store {
         let json =
             serde_json::to_vec_pretty(meta).map_err(|e| Error::Damaged { path: ej.clone(), message: e.to_string() })?;
         write_synced(&tmp, &json)?;
+        self.adopt(&tmp);
         fs::rename(&tmp, &ej).map_err(io(&ej))?;
         sync_dir(&self.dir)
     }
@@ -376,5 +392,27 @@ mod tests {
             .collect();
         handles.into_iter().for_each(|h| h.join().unwrap());
         assert_eq!(s.list().unwrap().len(), 200);
+    }
+
+    /// Run as root on a quarantine that belongs to `serve`'s user, what the CLI writes is that
+    /// user's: `serve` can still write `tmp`, and the user read every entry.
+    #[test]
+    fn what_root_writes_belongs_to_the_quarantines_owner() {
+        let d = tempfile::tempdir().unwrap();
+        let q = d.path().join("q");
+        fs::create_dir(&q).unwrap();
+        if std::os::unix::fs::chown(&q, Some(65534), Some(65534)).is_err() {
+            eprintln!("skipped: changing a directory's owner needs root");
+            return;
+        }
+        let s = Store::open(&q).unwrap();
+        let mut m = meta();
+        let id = s.put(&mut m, b"x").unwrap();
+        m.releases.push(Release { at: now(), recipients: vec![], reply: "250".into(), accepted: true });
+        s.update(&m).unwrap();
+        for p in [q.join("tmp"), q.join(format!("{id}.eml")), q.join(format!("{id}.json"))] {
+            let md = fs::metadata(&p).unwrap();
+            assert_eq!((md.uid(), md.gid()), (65534, 65534), "{}", p.display());
+        }
     }
 }
