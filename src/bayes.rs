@@ -242,25 +242,15 @@ fn not_for_another_user(path: &Path) -> anyhow::Result<()> {
     if owner == me {
         return Ok(());
     }
-    let name = user_name(owner);
+    let name = crate::user_name(owner);
     anyhow::bail!(
         "bayes.path: {} would be created by {} in a directory that belongs to {}, and `serve` \
          could not then open it: run this as that user (`sudo -u {} strainer ...`)",
         path.display(),
-        user_name(me).unwrap_or_else(|| format!("uid {me}")),
+        crate::user_name(me).unwrap_or_else(|| format!("uid {me}")),
         name.clone().unwrap_or_else(|| format!("uid {owner}")),
         name.unwrap_or_else(|| format!("'#{owner}'")),
     )
-}
-
-/// The login name of `uid`, from /etc/passwd.
-fn user_name(uid: u32) -> Option<String> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let mut f = l.split(':');
-        let name = f.next()?;
-        (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
-    })
 }
 
 /// The scanner: opens the store when it first exists (a fresh install has none until

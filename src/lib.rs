@@ -31,6 +31,16 @@ macro_rules! outln {
     ($($arg:tt)*) => { $crate::out!("{}\n", format_args!($($arg)*)) };
 }
 
+/// The login name of `uid`, from /etc/passwd.
+pub fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+    })
+}
+
 pub mod antivirus;
 pub mod autolearn;
 pub mod bayes;

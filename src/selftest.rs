@@ -352,7 +352,43 @@ pub async fn run(config: &Config) -> Vec<Check> {
         out.push(bayes_check(config));
     }
     out.push(spool_check(config));
+    out.push(quarantine_check(config));
     out
+}
+
+/// The quarantine exists and everything in it has the directory's owner (`serve`'s user): a
+/// `tmp/` that another user made (an older CLI run as root) makes every hold answer 4xx.
+fn quarantine_check(config: &Config) -> Check {
+    use std::os::unix::fs::MetadataExt;
+    let dir = &config.quarantine.dir;
+    let Ok(top) = std::fs::metadata(dir) else {
+        return fail(
+            format!("quarantine {}: does not exist", dir.display()),
+            format!(
+                "`strainer serve` creates it when it starts; if it runs, create it for its user (`install -d -o strainer -g strainer -m 0700 {}`) or fix quarantine.dir",
+                dir.display()
+            ),
+        );
+    };
+    let user = |uid: u32| crate::user_name(uid).unwrap_or_else(|| format!("uid {uid}"));
+    let tmp = dir.join("tmp");
+    if let Ok(t) = std::fs::metadata(&tmp)
+        && t.uid() != top.uid()
+    {
+        return fail(
+            format!(
+                "quarantine {}: tmp/ belongs to {}, the directory to {}",
+                dir.display(),
+                user(t.uid()),
+                user(top.uid())
+            ),
+            format!("`serve` cannot hold mail there: chown -R {}: {}", user(top.uid()), dir.display()),
+        );
+    }
+    let held = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "json")).count())
+        .unwrap_or(0);
+    ok(format!("quarantine {}: {held} message(s) held, owned by {}", dir.display(), user(top.uid())))
 }
 
 /// The spool directory takes files.
@@ -434,5 +470,22 @@ mod tests {
         assert!(!c.ok && c.what.contains("bayes.threshold") && c.advice.contains("remove bayes.threshold"), "{c}");
         config.bayes.threshold = strainer_bayes::DEFAULT_THRESHOLD;
         assert!(!bayes_check(&config).what.contains("old scale"));
+    }
+
+    #[test]
+    fn a_quarantine_tmp_of_another_owner_fails_with_the_chown_to_run() {
+        let d = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.quarantine.dir = d.path().join("q");
+        assert!(!quarantine_check(&config).ok, "missing");
+        strainer_quarantine::Store::open(&config.quarantine.dir).unwrap();
+        let c = quarantine_check(&config);
+        assert!(c.ok && c.what.contains("0 message(s) held"), "{c}");
+        if std::os::unix::fs::chown(config.quarantine.dir.join("tmp"), Some(65534), Some(65534)).is_err() {
+            eprintln!("skipped the rest: changing an owner needs root");
+            return;
+        }
+        let c = quarantine_check(&config);
+        assert!(!c.ok && c.advice.contains("chown -R"), "{c}");
     }
 }
