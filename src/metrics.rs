@@ -131,9 +131,7 @@ impl Metrics {
 
     /// The exposition text (OpenMetrics).
     pub fn render(&self) -> String {
-        let held = std::fs::read_dir(&self.quarantine_dir)
-            .map(|rd| rd.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".json")).count())
-            .unwrap_or(0);
+        let held = strainer_quarantine::held(&self.quarantine_dir);
         self.quarantined.set(i64::try_from(held).unwrap_or(i64::MAX));
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {

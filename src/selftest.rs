@@ -385,9 +385,7 @@ fn quarantine_check(config: &Config) -> Check {
             format!("`serve` cannot hold mail there: chown -R {}: {}", user(top.uid()), dir.display()),
         );
     }
-    let held = std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "json")).count())
-        .unwrap_or(0);
+    let held = strainer_quarantine::held(dir);
     ok(format!("quarantine {}: {held} message(s) held, owned by {}", dir.display(), user(top.uid())))
 }
 

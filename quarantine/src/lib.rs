@@ -134,6 +134,13 @@ pub fn check_id(id: &str) -> Result<(), Error> {
     }
 }
 
+/// How many entries the store in `dir` holds (0 when there is none), read without opening it.
+pub fn held(dir: &Path) -> usize {
+    fs::read_dir(dir)
+        .map(|rd| rd.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".json")).count())
+        .unwrap_or(0)
+}
+
 /// The store in one directory.
 #[derive(Debug, Clone)]
 pub struct Store {
