@@ -21,13 +21,14 @@
 //! half split against learning the margin alone, and the pair ranks better than either part.
 //!
 //! A store learns a batch (up to `bayes.train_batch`, 5,000 messages, from `strainer train`) in
-//! one pass and then goes over the messages it learnt [`crate::Params::revisits`] more times (2 by default), each scored
-//! from the counts as the batch left them less its own: a step taken for a later message may
-//! have pushed an earlier one back from its target, and the next pass steps it again (its
-//! remembered step grows, so forgetting still takes back everything). On the corpus this cut
-//! the time split's FN at 0.1% FP in `strainer train`'s order from 13.7 to 9.7 % and half fold
-//! 2's from 4.4 to 3.2 % (benches/README.md). Each extra pass costs about 30 us a message (Fisher's
-//! score and the step); the LMDB batch indexes its features so that reading counts is cheap.
+//! one pass and then goes over the messages it learnt [`crate::Params::revisits`] more times (2
+//! by default), each scored from the counts as the batch left them less its own: a step taken
+//! for a later message may have pushed an earlier one back from its target, and the next pass
+//! steps it again (its remembered step grows, so forgetting still takes back everything). On the
+//! corpus this cut the time split's FN at 0.1% FP in `strainer train`'s order from 13.7 to 9.7 %
+//! and half fold 2's from 4.4 to 3.2 % (benches/README.md). Each extra pass costs about 30 us a
+//! message (Fisher's score and the step); the LMDB batch indexes its features so that reading
+//! counts is cheap.
 //!
 //! That run is then averaged with [`crate::Params::orders`] - 1 more (1 more by default): each
 //! starts from the weights as they were before the batch, takes the messages in another
