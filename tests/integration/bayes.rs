@@ -684,6 +684,7 @@ fn train_does_not_create_a_store_another_user_could_not_open() {
     let d = tempfile::tempdir().unwrap();
     let theirs = d.path().join("lib");
     std::fs::create_dir(&theirs).unwrap();
+    let mine = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&theirs).unwrap());
     if std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).is_err() {
         eprintln!("skipped: changing a directory's owner needs root");
         return;
@@ -695,7 +696,7 @@ fn train_does_not_create_a_store_another_user_could_not_open() {
     assert!(!out.status.success() && err.contains("run this as that user") && err.contains("sudo -u"), "{err}");
     assert!(!theirs.join("bayes").exists());
     // Where the store's directory is the user's own, it is created.
-    std::os::unix::fs::chown(&theirs, Some(0), Some(0)).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(mine), None).unwrap();
     let out = train(&config, &Path::new(FIXTURES).join("spam"), &Path::new(FIXTURES).join("ham")).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
