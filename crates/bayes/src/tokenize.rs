@@ -19,6 +19,10 @@
 //! - header fields: the names present (`H:`), words of Subject/From/To/Reply-To/Content-Type/
 //!   X-Mailer/User-Agent and a few others under their own prefix, the Received chain reduced to
 //!   the domains and /16 networks it names;
+//! - the `Date:` field against the nearest time a `Received:` field names, in SpamAssassin's
+//!   bands (hours ahead, days, months or years behind, missing, not a date: `ds:`), which spamware
+//!   gets wrong (time split over twenty training orders: FN at 0.1% FP 4.66 -> 4.32 %, better
+//!   in 19; 1-AUC 0.080 -> 0.073 %, better in all 20; the half split unchanged);
 //! - HTML: the hosts of every link and image (also from plain-text URLs), and which tags are used
 //!   (`<img>`, `<font>`, `<table>`, scripts, forms, comments) — the markup that text reduction hides;
 //! - MIME structure: the content types and file-name extensions of the parts;
@@ -59,6 +63,8 @@ pub struct Options {
     pub numbers: bool,
     /// Words with letters beyond ASCII kept (off: dropped).
     pub non_ascii: bool,
+    /// How far the `Date:` field lies from the nearest time the `Received:` fields name, in bands.
+    pub date_skew: bool,
     /// Header fields left out (strainer's own always; see [`crate::ignore`]).
     pub ignore: IgnoreHeaders,
 }
@@ -79,6 +85,7 @@ impl Default for Options {
             lowercase: true,
             numbers: true,
             non_ascii: true,
+            date_skew: true,
             ignore: IgnoreHeaders::default(),
         }
     }
@@ -162,6 +169,27 @@ pub fn tokenize(view: &View, opts: &Options, explain: bool) -> Tokens {
     Tokens { hashes, names: t.names }
 }
 
+/// How far the `Date:` field lies from the nearest time a `Received:` field names (`hops`, the
+/// text after their `;`), in SpamAssassin's bands (`DATE_IN_PAST_96_XX`, `DATE_IN_FUTURE_03_06`
+/// and so on), or that it is missing or not a date. Spamware sets the date hours ahead or years
+/// behind; a mail client's clock is near the first hop. The nearest hop, not the top one, so a
+/// message held in a queue or fetched days later is still near. `None` when no hop has a date.
+fn date_skew(date: Option<&str>, hops: &[&str]) -> Option<&'static str> {
+    let Some(date) = date else { return Some("none") };
+    let Some(date) = strainer_mime::parse_date(date) else { return Some("bad") };
+    let nearest =
+        hops.iter().filter_map(|h| strainer_mime::parse_date(h)).map(|t| date - t).min_by_key(|d| d.unsigned_abs())?;
+    Some(match nearest / 3600 {
+        h if h >= 48 => "future48",
+        h if h >= 12 => "future12",
+        h if h >= 3 => "future3",
+        h if h > -96 => "near",
+        h if h > -24 * 30 => "past96",
+        h if h > -24 * 365 => "past30d",
+        _ => "past1y",
+    })
+}
+
 /// Sorts feature hashes, which are spread evenly: scattered into about two per bucket by
 /// their top bits, the result is sorted but within buckets, which an insertion pass finishes.
 /// A comparison sort of a message's 570 hashes was a tenth of tokenizing.
@@ -236,6 +264,8 @@ impl Tokenizer<'_> {
 
     fn headers(&mut self, view: &View) {
         let mut received = 0usize;
+        let mut date = None;
+        let mut hops: Vec<&str> = Vec::new();
         // One lower-cased copy of each name, in a buffer kept across fields (an allocation per
         // field showed in the profile).
         let mut lname = String::with_capacity(32);
@@ -249,9 +279,17 @@ impl Tokenizer<'_> {
             let lname = lname.as_str();
             self.emit2("H:", lname);
             if lname == "received" {
+                if let Some((_, d)) = value.rsplit_once(';')
+                    && hops.len() < 16
+                {
+                    hops.push(d);
+                }
                 received += 1;
                 self.received(value);
                 continue;
+            }
+            if lname == "date" && date.is_none() {
+                date = Some(value.as_str());
             }
             if lname == "message-id" {
                 if let Some((_, dom)) = value.trim().trim_end_matches('>').rsplit_once('@') {
@@ -273,6 +311,11 @@ impl Tokenizer<'_> {
             }
         }
         self.emit2("rcvd#", &received.min(10).to_string());
+        if self.opts.date_skew
+            && let Some(band) = date_skew(date, &hops)
+        {
+            self.emit2("ds:", band);
+        }
     }
 
     /// The Received chain reduced to what generalises: domains (last two labels) and /16 networks.
@@ -644,6 +687,29 @@ fn last_labels(host: &str, n: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn date_skew_bands_against_the_nearest_hop() {
+        let top = " Sat, 20 Jul 2002 12:00:00 +0000";
+        let first = " Mon, 15 Jul 2002 10:00:00 +0000";
+        // Fetched five days later: still near the first hop.
+        assert_eq!(date_skew(Some("Mon, 15 Jul 2002 09:58:00 +0000"), &[top, first]), Some("near"));
+        // A zone written wrong by an hour or two is near too; from three hours ahead it is not.
+        assert_eq!(date_skew(Some("Mon, 15 Jul 2002 12:30:00 +0000"), &[first]), Some("near"));
+        assert_eq!(date_skew(Some("Mon, 15 Jul 2002 13:00:00 +0000"), &[first]), Some("future3"));
+        assert_eq!(date_skew(Some("Mon, 15 Jul 2002 09:00:00 -0500"), &[first]), Some("future3"));
+        assert_eq!(date_skew(Some("Tue, 16 Jul 2002 00:00:00 +0000"), &[first]), Some("future12"));
+        assert_eq!(date_skew(Some("Fri, 19 Jul 2002 10:00:00 +0000"), &[first]), Some("future48"));
+        // Behind every hop: by days, by months, by years.
+        assert_eq!(date_skew(Some("Wed, 10 Jul 2002 10:00:00 +0000"), &[first]), Some("past96"));
+        assert_eq!(date_skew(Some("Sat, 1 Jun 2002 10:00:00 +0000"), &[first]), Some("past30d"));
+        assert_eq!(date_skew(Some("Fri, 3 Jan 1997 17:24:47 -0700"), &[first, top]), Some("past1y"));
+        // No Date, a Date that is not a date, no hop with a date.
+        assert_eq!(date_skew(None, &[first]), Some("none"));
+        assert_eq!(date_skew(Some("yesterday"), &[first]), Some("bad"));
+        assert_eq!(date_skew(Some("Mon, 15 Jul 2002 10:00:00 +0000"), &[" by mx id 42"]), None);
+        assert_eq!(date_skew(Some("Mon, 15 Jul 2002 10:00:00 +0000"), &[]), None);
+    }
 
     #[test]
     fn sorts_hashes_like_a_comparison_sort() {
