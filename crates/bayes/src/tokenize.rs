@@ -23,6 +23,14 @@
 //!   bands (hours ahead, days, months or years behind, missing, not a date: `ds:`), which spamware
 //!   gets wrong (time split over twenty training orders: FN at 0.1% FP 4.66 -> 4.32 %, better
 //!   in 19; 1-AUC 0.080 -> 0.073 %, better in all 20; the half split unchanged);
+//! - where the message entered mail (the lowest `Received:` field an MTA format can be read
+//!   from): whether its client's HELO was an IP literal or a bare word, had no reverse DNS, or
+//!   named the same domain as its reverse DNS (`helo:`). Legitimate bulk mail comes from
+//!   configured servers, spamware does not (hard ham: 68% `same`; spam: 10%). Twenty orders: FN
+//!   at 0.1% FP on half fold 2 2.51 -> 2.23 % (better in 16), time split 4.32 -> 4.09 (16),
+//!   fold 1 unchanged (1.46 -> 1.43), 1-AUC better on all three splits in all 20. Every hop's
+//!   band instead of the lowest one's was worse on the time split (4.09 -> 5.14): the hops
+//!   above are the receiving site's own;
 //! - HTML: the hosts of every link and image (also from plain-text URLs), and which tags are used
 //!   (`<img>`, `<font>`, `<table>`, scripts, forms, comments) — the markup that text reduction hides;
 //! - MIME structure: the content types and file-name extensions of the parts;
@@ -65,6 +73,9 @@ pub struct Options {
     pub non_ascii: bool,
     /// How far the `Date:` field lies from the nearest time the `Received:` fields name, in bands.
     pub date_skew: bool,
+    /// What the lowest parsable `Received:` field (where the message entered mail) says of the
+    /// client's HELO and reverse DNS.
+    pub origin_helo: bool,
     /// Header fields left out (strainer's own always; see [`crate::ignore`]).
     pub ignore: IgnoreHeaders,
 }
@@ -86,6 +97,7 @@ impl Default for Options {
             numbers: true,
             non_ascii: true,
             date_skew: true,
+            origin_helo: true,
             ignore: IgnoreHeaders::default(),
         }
     }
@@ -169,16 +181,28 @@ pub fn tokenize(view: &View, opts: &Options, explain: bool) -> Tokens {
     Tokens { hashes, names: t.names }
 }
 
-/// How far the `Date:` field lies from the nearest time a `Received:` field names (`hops`, the
-/// text after their `;`), in SpamAssassin's bands (`DATE_IN_PAST_96_XX`, `DATE_IN_FUTURE_03_06`
+/// How far the `Date:` field lies from the nearest time a `Received:` field (`received`, top
+/// first) names after its `;`, in SpamAssassin's bands (`DATE_IN_PAST_96_XX`, `DATE_IN_FUTURE_03_06`
 /// and so on), or that it is missing or not a date. Spamware sets the date hours ahead or years
 /// behind; a mail client's clock is near the first hop. The nearest hop, not the top one, so a
 /// message held in a queue or fetched days later is still near. `None` when no hop has a date.
-fn date_skew(date: Option<&str>, hops: &[&str]) -> Option<&'static str> {
+fn date_skew(date: Option<&str>, received: &[&str]) -> Option<&'static str> {
     let Some(date) = date else { return Some("none") };
     let Some(date) = strainer_mime::parse_date(date) else { return Some("bad") };
-    let nearest =
-        hops.iter().filter_map(|h| strainer_mime::parse_date(h)).map(|t| date - t).min_by_key(|d| d.unsigned_abs())?;
+    // From the first hop, the likeliest to be near; within three hours the band is settled.
+    let mut nearest: Option<i64> = None;
+    let times =
+        received.iter().rev().filter_map(|v| v.rsplit_once(';').and_then(|(_, t)| strainer_mime::parse_date(t)));
+    for t in times {
+        let d = date - t;
+        if nearest.is_none_or(|n| d.unsigned_abs() < n.unsigned_abs()) {
+            nearest = Some(d);
+        }
+        if d.unsigned_abs() < 3 * 3600 {
+            break;
+        }
+    }
+    let nearest = nearest?;
     Some(match nearest / 3600 {
         h if h >= 48 => "future48",
         h if h >= 12 => "future12",
@@ -188,6 +212,51 @@ fn date_skew(date: Option<&str>, hops: &[&str]) -> Option<&'static str> {
         h if h > -24 * 365 => "past30d",
         _ => "past1y",
     })
+}
+
+/// What a `Received:` field says of the client it records: the name it gave in HELO is an IP
+/// literal (`literal`) or a bare word (`bare`), it had no reverse DNS (`nordns`), the relay
+/// doubted it (`forged`), or its HELO names the same domain as its reverse DNS (`same`) or
+/// another (`differs`). Reads Postfix's and sendmail's `from HELO (RDNS [IP])`, Exim's `from
+/// RDNS ([IP] helo=HELO)` and qmail's `from RDNS (HELO name)`; `None` for anything else.
+fn helo_band(value: &str) -> Option<&'static str> {
+    let rest = value.trim_start().strip_prefix("from ")?;
+    let first = rest.split_whitespace().next()?;
+    let open = rest.find('(')?;
+    let close = open + rest[open..].find(')')?;
+    let inside = &rest[open + 1..close];
+    if inside.contains("forged") {
+        return Some("forged");
+    }
+    let (helo, rdns) = if let Some(i) = inside.find("helo=") {
+        (inside[i + 5..].split_whitespace().next().unwrap_or(""), if first.starts_with('[') { "" } else { first })
+    } else if let Some(h) = inside.strip_prefix("HELO ") {
+        (h.trim(), if first == "unknown" { "" } else { first })
+    } else {
+        let (rdns, ip) = inside.split_once('[')?;
+        if !ip.contains(']') {
+            return None;
+        }
+        (first, rdns.trim())
+    };
+    let helo = helo.trim_matches(|c| c == '[' || c == ']');
+    if helo.is_empty() {
+        return None;
+    }
+    if helo.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Some("literal");
+    }
+    if rdns.is_empty() || rdns == "unknown" {
+        return Some("nordns");
+    }
+    if !helo.contains('.') {
+        return Some("bare");
+    }
+    if last_labels(&helo.to_ascii_lowercase(), 2) == last_labels(&rdns.to_ascii_lowercase(), 2) {
+        Some("same")
+    } else {
+        Some("differs")
+    }
 }
 
 /// Sorts feature hashes, which are spread evenly: scattered into about two per bucket by
@@ -263,9 +332,8 @@ impl Tokenizer<'_> {
     }
 
     fn headers(&mut self, view: &View) {
-        let mut received = 0usize;
         let mut date = None;
-        let mut hops: Vec<&str> = Vec::new();
+        let mut received: Vec<&str> = Vec::new();
         // One lower-cased copy of each name, in a buffer kept across fields (an allocation per
         // field showed in the profile).
         let mut lname = String::with_capacity(32);
@@ -279,12 +347,7 @@ impl Tokenizer<'_> {
             let lname = lname.as_str();
             self.emit2("H:", lname);
             if lname == "received" {
-                if let Some((_, d)) = value.rsplit_once(';')
-                    && hops.len() < 16
-                {
-                    hops.push(d);
-                }
-                received += 1;
+                received.push(value);
                 self.received(value);
                 continue;
             }
@@ -310,11 +373,16 @@ impl Tokenizer<'_> {
                 self.words(&prefix, clip(value, 1024));
             }
         }
-        self.emit2("rcvd#", &received.min(10).to_string());
+        self.emit2("rcvd#", &received.len().min(10).to_string());
         if self.opts.date_skew
-            && let Some(band) = date_skew(date, &hops)
+            && let Some(band) = date_skew(date, &received)
         {
             self.emit2("ds:", band);
+        }
+        if self.opts.origin_helo
+            && let Some(band) = received.iter().rev().find_map(|v| helo_band(v))
+        {
+            self.emit2("helo:", band);
         }
     }
 
@@ -689,9 +757,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn helo_bands_of_each_mta_format() {
+        let band = |v: &str| helo_band(v);
+        // Postfix and sendmail: from HELO (RDNS [IP]).
+        assert_eq!(band("from mail.example.net (mx2.example.net [198.51.100.7]) by mx"), Some("same"));
+        assert_eq!(band("from mail.example.net (relay.isp.example [198.51.100.7]) by mx"), Some("differs"));
+        assert_eq!(band("from friend (unknown [198.51.100.7]) by mx"), Some("nordns"));
+        assert_eq!(band("from outsrc-em.com ([166.70.149.104]) by dogma.slashnull.org"), Some("nordns"));
+        assert_eq!(band("from [198.51.100.7] (host.example.net [198.51.100.7]) by mx"), Some("literal"));
+        assert_eq!(band("from desktop (host.example.net [198.51.100.7]) by mx"), Some("bare"));
+        assert_eq!(band("from x.example (host.example.net [198.51.100.7] (may be forged)) by mx"), Some("forged"));
+        // Exim: from RDNS ([IP] helo=HELO), from [IP] (helo=HELO).
+        assert_eq!(band("from host.example.net ([198.51.100.7] helo=mail.example.net) by mx"), Some("same"));
+        assert_eq!(band("from [198.51.100.7] (helo=mail.example.net) by mx"), Some("nordns"));
+        // qmail: from RDNS (HELO name) (IP).
+        assert_eq!(band("from unknown (HELO mail.example.net) (198.51.100.7) by mx"), Some("nordns"));
+        assert_eq!(band("from host.example.org (HELO mail.example.net) (198.51.100.7) by mx"), Some("differs"));
+        // Nothing to go by.
+        assert_eq!(band("by mx with LMTP id 42"), None);
+        assert_eq!(band("from localhost by mx"), None);
+        assert_eq!(band("from mail.example.net (198.51.100.7) by mx"), None);
+    }
+
+    #[test]
     fn date_skew_bands_against_the_nearest_hop() {
-        let top = " Sat, 20 Jul 2002 12:00:00 +0000";
-        let first = " Mon, 15 Jul 2002 10:00:00 +0000";
+        let top = "from localhost by mail.example.com id 2; Sat, 20 Jul 2002 12:00:00 +0000";
+        let first = "from mx.example.net (mx.example.net [198.51.100.7]) by mx id 1; Mon, 15 Jul 2002 10:00:00 +0000";
         // Fetched five days later: still near the first hop.
         assert_eq!(date_skew(Some("Mon, 15 Jul 2002 09:58:00 +0000"), &[top, first]), Some("near"));
         // A zone written wrong by an hour or two is near too; from three hours ahead it is not.
@@ -707,7 +798,7 @@ mod tests {
         // No Date, a Date that is not a date, no hop with a date.
         assert_eq!(date_skew(None, &[first]), Some("none"));
         assert_eq!(date_skew(Some("yesterday"), &[first]), Some("bad"));
-        assert_eq!(date_skew(Some("Mon, 15 Jul 2002 10:00:00 +0000"), &[" by mx id 42"]), None);
+        assert_eq!(date_skew(Some("Mon, 15 Jul 2002 10:00:00 +0000"), &["from a by mx id 42"]), None);
         assert_eq!(date_skew(Some("Mon, 15 Jul 2002 10:00:00 +0000"), &[]), None);
     }
 
