@@ -252,11 +252,7 @@ fn helo_band(value: &str) -> Option<&'static str> {
     if !helo.contains('.') {
         return Some("bare");
     }
-    if last_labels(&helo.to_ascii_lowercase(), 2) == last_labels(&rdns.to_ascii_lowercase(), 2) {
-        Some("same")
-    } else {
-        Some("differs")
-    }
+    if last_labels(helo, 2).eq_ignore_ascii_case(last_labels(rdns, 2)) { Some("same") } else { Some("differs") }
 }
 
 /// Sorts feature hashes, which are spread evenly: scattered into about two per bucket by
@@ -777,6 +773,21 @@ mod tests {
         assert_eq!(band("by mx with LMTP id 42"), None);
         assert_eq!(band("from localhost by mx"), None);
         assert_eq!(band("from mail.example.net (198.51.100.7) by mx"), None);
+    }
+
+    proptest::proptest! {
+        /// Any Received: text, MTA-shaped or not, gives a band or nothing, never a panic.
+        #[test]
+        fn helo_band_takes_any_text(v in "(from |by |helo=|HELO |unknown |\\(|\\)|\\[|\\]|[0-9.]{1,8}|[a-zé.-]{1,8}| ){0,12}") {
+            let _ = helo_band(&v);
+        }
+
+        /// Any Date: and Received: texts give a band or nothing.
+        #[test]
+        fn date_skew_takes_any_text(d in "\\PC{0,40}", r in proptest::collection::vec("\\PC{0,30}(; \\PC{0,30})?", 0..4)) {
+            let hops: Vec<&str> = r.iter().map(String::as_str).collect();
+            let _ = date_skew(Some(&d), &hops);
+        }
     }
 
     #[test]
