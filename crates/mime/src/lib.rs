@@ -595,6 +595,7 @@ pub fn analyze(raw: &[u8], limits: &Limits) -> View {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn dates_parse_to_the_instant_they_name() {
@@ -604,7 +605,6 @@ mod tests {
         assert_eq!(parse_date("yesterday"), None);
         assert_eq!(parse_date(""), None);
     }
-    use super::*;
 
     #[test]
     fn decodes_encoded_words() {
