@@ -168,21 +168,24 @@ impl Store {
         let tmp = dir.join("tmp");
         fs::create_dir_all(&tmp).map_err(io(&tmp))?;
         let store = Store { dir };
-        store.adopt(&tmp);
+        store.adopt(&[&tmp]);
         for d in [&store.dir, &tmp] {
             fs::set_permissions(d, fs::Permissions::from_mode(0o700)).map_err(io(d))?;
         }
         Ok(store)
     }
 
-    /// Gives what this process just created in the store to the store directory's owner, when
+    /// Gives what this process just created in the store (`paths`) to the store directory's owner, when
     /// that is someone else (the CLI run as root on `serve`'s quarantine): `serve` must still be
     /// able to write `tmp`, and its user to read every entry. Not being allowed is not an error.
-    fn adopt(&self, path: &Path) {
-        if let (Ok(dir), Ok(made)) = (fs::metadata(&self.dir), fs::metadata(path))
-            && (dir.uid(), dir.gid()) != (made.uid(), made.gid())
-        {
-            let _ = std::os::unix::fs::chown(path, Some(dir.uid()), Some(dir.gid()));
+    fn adopt(&self, paths: &[&Path]) {
+        let Ok(dir) = fs::metadata(&self.dir) else { return };
+        for path in paths {
+            if let Ok(made) = fs::metadata(path)
+                && (dir.uid(), dir.gid()) != (made.uid(), made.gid())
+            {
+                let _ = std::os::unix::fs::chown(path, Some(dir.uid()), Some(dir.gid()));
+            }
         }
     }
 
@@ -207,8 +210,7 @@ impl Store {
         let (em, ej) = self.paths(&id);
         write_synced(&tm, message)?;
         write_synced(&tj, &json)?;
-        self.adopt(&tm);
-        self.adopt(&tj);
+        self.adopt(&[&tm, &tj]);
         fs::rename(&tm, &em).map_err(io(&em))?;
         // The metadata appears last: a crash before this leaves no visible entry.
         fs::rename(&tj, &ej).map_err(io(&ej))?;
@@ -266,7 +268,7 @@ impl Store {
         let json =
             serde_json::to_vec_pretty(meta).map_err(|e| Error::Damaged { path: ej.clone(), message: e.to_string() })?;
         write_synced(&tmp, &json)?;
-        self.adopt(&tmp);
+        self.adopt(&[&tmp]);
         fs::rename(&tmp, &ej).map_err(io(&ej))?;
         sync_dir(&self.dir)
     }
