@@ -31,6 +31,14 @@
 //!   fold 1 unchanged (1.46 -> 1.43), 1-AUC better on all three splits in all 20. Every hop's
 //!   band instead of the lowest one's was worse on the time split (4.09 -> 5.14): the hops
 //!   above are the receiving site's own;
+//! - the order of the header fields, as pairs of consecutive names (`ho:from>to`, `ho:>received`
+//!   for the first): each mail program and list manager writes its fields in an order of its own,
+//!   which spamware imitates badly. Twenty orders: FN at 0.1% FP on half fold 2 2.23 -> 1.85 %
+//!   (better in 18), fold 1 1.43 -> 1.38, 1-AUC better in all 20 on fold 2 and the time split
+//!   (0.069 -> 0.057 %), whose FN at 0.1% FP moved 4.09 -> 4.39 (worse in 15, within its spread:
+//!   standard error 0.20). Runs of one name count once. Triples of names instead were better still
+//!   on fold 2 (1.47) but worse on fold 1 (1.50) and the time split (5.61): too close to one
+//!   sender's fingerprint; the whole sequence as one feature did nothing;
 //! - HTML: the hosts of every link and image (also from plain-text URLs), and which tags are used
 //!   (`<img>`, `<font>`, `<table>`, scripts, forms, comments) — the markup that text reduction hides;
 //! - MIME structure: the content types and file-name extensions of the parts;
@@ -76,6 +84,8 @@ pub struct Options {
     /// What the lowest parsable `Received:` field (where the message entered mail) says of the
     /// client's HELO and reverse DNS.
     pub origin_helo: bool,
+    /// Pairs of consecutive header field names (the fields' order).
+    pub header_order: bool,
     /// Header fields left out (strainer's own always; see [`crate::ignore`]).
     pub ignore: IgnoreHeaders,
 }
@@ -98,6 +108,7 @@ impl Default for Options {
             non_ascii: true,
             date_skew: true,
             origin_helo: true,
+            header_order: true,
             ignore: IgnoreHeaders::default(),
         }
     }
@@ -333,6 +344,8 @@ impl Tokenizer<'_> {
         // One lower-cased copy of each name, in a buffer kept across fields (an allocation per
         // field showed in the profile).
         let mut lname = String::with_capacity(32);
+        // The name before this one, for the order's pairs (empty before the first field).
+        let mut prev = String::with_capacity(32);
         for (name, value) in &view.headers {
             if self.opts.ignore.skips(name.as_bytes()) {
                 continue;
@@ -342,6 +355,16 @@ impl Tokenizer<'_> {
             lname.make_ascii_lowercase();
             let lname = lname.as_str();
             self.emit2("H:", lname);
+            if self.opts.header_order && prev != lname {
+                self.buf.clear();
+                self.buf.push_str("ho:");
+                self.buf.push_str(&prev);
+                self.buf.push('>');
+                self.buf.push_str(lname);
+                self.flush();
+                prev.clear();
+                prev.push_str(lname);
+            }
             if lname == "received" {
                 received.push(value);
                 self.received(value);

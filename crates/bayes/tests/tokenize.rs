@@ -71,6 +71,21 @@ fn ignored_header_fields_are_neither_tokenized_nor_in_the_vector() {
     assert!(!names.iter().any(|n| n.starts_with("H:x-spam")), "{names:?}");
 }
 
+/// The fields' order gives pairs of consecutive names; a run of one name (the Received chain)
+/// counts once, and strainer's own fields, wherever a release put them, do not break a pair.
+#[test]
+fn header_order_pairs() {
+    let raw = b"Received: from a\r\nReceived: from b\r\nX-Spam-Score: 3\r\nFrom: a@example.org\r\n\
+        Subject: hi\r\n\r\nbody\r\n"
+        .as_slice();
+    let (_, _, names) = features(raw, &Options::default());
+    let mut pairs: Vec<&str> = names.iter().filter(|n| n.starts_with("ho:")).map(String::as_str).collect();
+    pairs.sort();
+    assert_eq!(pairs, ["ho:>received", "ho:from>subject", "ho:received>from"]);
+    let (_, _, names) = features(raw, &Options { header_order: false, ..Options::default() });
+    assert!(!names.iter().any(|n| n.starts_with("ho:")), "{names:?}");
+}
+
 fn trained() -> Bayes<Memory> {
     let b = Bayes::new(Memory::new());
     for i in 0..20u8 {
