@@ -11,7 +11,7 @@ use strainer_mime::View;
 use strainer_types::Finding;
 
 /// Policy points per unit of Bayes score by default: puts the default threshold at policy.spam (5).
-pub const DEFAULT_POINTS_PER_LOG_ODDS: f64 = 0.625;
+pub const DEFAULT_POINTS_PER_LOG_ODDS: f64 = 0.77;
 
 /// Passes of the linear layer over a training batch by default.
 pub const DEFAULT_TRAIN_PASSES: usize = 3;
