@@ -39,6 +39,12 @@
 //!   standard error 0.20). Runs of one name count once. Triples of names instead were better still
 //!   on fold 2 (1.47) but worse on fold 1 (1.50) and the time split (5.61): too close to one
 //!   sender's fingerprint; the whole sequence as one feature did nothing;
+//! - how `From:` is written, with the words and addresses taken out (`fsh:"" <x@x>`, `fsh:x@x`,
+//!   `fsh:x x <x@x>`): mail programs write a name and an address; spamware often a bare address,
+//!   an empty name or an address in brackets alone (bare address: ham 2.8 %, spam 18 %; a name
+//!   of two unquoted words: ham 17 %, spam 3 %). Twenty orders: time split FN at 0.1% FP 4.39 ->
+//!   4.20 % (better in 15), 1-AUC better in all 20; fold 1 1.38 -> 1.35, fold 2 1.85 -> 1.83;
+//!   the same for `To:` was worse on every split, and so was the shape of `Date:`;
 //! - HTML: the hosts of every link and image (also from plain-text URLs), and which tags are used
 //!   (`<img>`, `<font>`, `<table>`, scripts, forms, comments) — the markup that text reduction hides;
 //! - MIME structure: the content types and file-name extensions of the parts;
@@ -86,6 +92,8 @@ pub struct Options {
     pub origin_helo: bool,
     /// Pairs of consecutive header field names (the fields' order).
     pub header_order: bool,
+    /// How `From:` is written (its shape, words and addresses taken out).
+    pub from_shape: bool,
     /// Header fields left out (strainer's own always; see [`crate::ignore`]).
     pub ignore: IgnoreHeaders,
 }
@@ -109,6 +117,7 @@ impl Default for Options {
             date_skew: true,
             origin_helo: true,
             header_order: true,
+            from_shape: true,
             ignore: IgnoreHeaders::default(),
         }
     }
@@ -223,6 +232,30 @@ fn date_skew(date: Option<&str>, received: &[&str]) -> Option<&'static str> {
         h if h > -24 * 365 => "past30d",
         _ => "past1y",
     })
+}
+
+/// Appends the shape of an address field to `buf`: quotes and the separators of addresses kept,
+/// quoted text dropped, every other run of characters one `x`, runs of spaces one space (`"Ann
+/// Lee" <ann@example.org>` -> `"" <x@x>`). At most 200 characters of `value` are read.
+fn push_shape(buf: &mut String, value: &str) {
+    let mut quoted = false;
+    let mut last = '\0';
+    for c in value.trim().chars().take(200) {
+        let k = match c {
+            '"' => {
+                quoted = !quoted;
+                '"'
+            }
+            _ if quoted => continue,
+            '<' | '>' | '@' | ',' | '(' | ')' | ':' | ';' | ' ' => c,
+            _ => 'x',
+        };
+        if k == last && matches!(k, 'x' | ' ') {
+            continue;
+        }
+        buf.push(k);
+        last = k;
+    }
 }
 
 /// What a `Received:` field says of the client it records: the name it gave in HELO is an IP
@@ -380,6 +413,12 @@ impl Tokenizer<'_> {
                     self.emit2("mid:", "none");
                 }
                 continue;
+            }
+            if lname == "from" && self.opts.from_shape {
+                self.buf.clear();
+                self.buf.push_str("fsh:");
+                push_shape(&mut self.buf, value);
+                self.flush();
             }
             if let Some((_, prefix)) = WORD_HEADERS.iter().find(|(n, _)| *n == lname) {
                 let value = clip(value, 4096);
@@ -776,6 +815,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shapes_of_from() {
+        let shape = |v: &str| {
+            let mut s = String::new();
+            push_shape(&mut s, v);
+            s
+        };
+        assert_eq!(shape(" \"Ann Lee\" <ann@example.org>"), "\"\" <x@x>");
+        assert_eq!(shape("Ann  Lee <ann@example.org>"), "x x <x@x>");
+        assert_eq!(shape("ann@example.org (Ann Lee)"), "x@x (x x)");
+        assert_eq!(shape("<ann@example.org>"), "<x@x>");
+        assert_eq!(shape("ann@example.org"), "x@x");
+        assert_eq!(shape("\"unclosed <a@b>"), "\"");
+        assert_eq!(shape(""), "");
+    }
+
+    #[test]
     fn helo_bands_of_each_mta_format() {
         let band = |v: &str| helo_band(v);
         // Postfix and sendmail: from HELO (RDNS [IP]).
@@ -810,6 +865,15 @@ mod tests {
         fn date_skew_takes_any_text(d in "\\PC{0,40}", r in proptest::collection::vec("\\PC{0,30}(; \\PC{0,30})?", 0..4)) {
             let hops: Vec<&str> = r.iter().map(String::as_str).collect();
             let _ = date_skew(Some(&d), &hops);
+        }
+
+        /// Any From: text gives a shape of its characters only, one per character read at most.
+        #[test]
+        fn shape_takes_any_text(v in "(\"|<|>|@|,| |\\PC){0,250}") {
+            let mut s = String::new();
+            push_shape(&mut s, &v);
+            proptest::prop_assert!(s.chars().count() <= 200);
+            proptest::prop_assert!(s.chars().all(|c| "\"<>@,():; x".contains(c)), "{s:?}");
         }
     }
 
