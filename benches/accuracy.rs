@@ -12,8 +12,9 @@
 //! BAYES_MAXF, BAYES_CAP, BAYES_BIGRAMS=0, BAYES_HEADERS=0, BAYES_MARKUP=0, BAYES_MINLEN,
 //! BAYES_MAXLEN, BAYES_LOWER=0 (words as written), BAYES_NUMBERS=0 (long digit runs kept),
 //! BAYES_NONASCII=0 (words with non-ASCII letters dropped), BAYES_DATESKEW=0 (no `ds:` band),
-//! BAYES_HELO=0 (no `helo:` band), BAYES_HORDER=0 (no `ho:` pairs of header names), BAYES_FROMSHAPE=0 (no `fsh:`), BAYES_IGNORE=0 (only strainer's own header fields left out,
-//! not the default configuration's `bayes.ignore_headers`),
+//! BAYES_HELO=0 (no `helo:` band), BAYES_HORDER=0 (no `ho:` pairs of header names),
+//! BAYES_FROMSHAPE=0 (no `fsh:` shape of From:), BAYES_IGNORE=0 (only strainer's own header
+//! fields left out, not the default configuration's `bayes.ignore_headers`),
 //! BAYES_TRAIN_ROOT=dir (train from dir/FOLDER/NAME instead of the corpus file, e.g. copies
 //! stamped as a mailbox would hold them; the test messages stay as they are),
 //! BAYES_RECEIVED=0|1|2, BAYES_RECIPIENTS=0, BAYES_CAPS=1, BAYES_THRESHOLD, BAYES_LINEAR=0
