@@ -374,11 +374,12 @@ async fn bayes_trained_from_the_cli_tags_spam_arriving_through_postfix_and_autol
     let strainer = e.start_strainer();
     let probe = |token: &str| {
         format!(
-            "From: Deals <deals@promo.example.biz>\r\nTo: spam@test.example\r\nDate: Wed, 25 Nov 2026 09:00:00 +0000\r\nSubject: Cheap pills, limited offer {token}\r\n\
+            "From: Best Deals <deals@promo.example.biz>\r\nTo: spam@test.example\r\nDate: Wed, 25 Nov 2026 09:00:00 +0000\r\nSubject: Cheap pills, limited offer {token}\r\n\
 Message-ID: <{token}@promo.example.biz>\r\n\r\nBuy cheap pills now, no prescription! Click here: http://cheap-pills.example.biz/order\r\n\
 Limited offer, act fast. To unsubscribe click here.\r\n"
         )
     };
+    // Written as the spam fixtures are, name and all (the way From: is written is a feature).
     // Untrained: delivered, and the header says Bayes is waiting for training.
     let before = unique("bayes-before");
     e.submit("deals@promo.example.biz", &["spam@test.example"], &probe(&before)).await;
