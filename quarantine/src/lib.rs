@@ -175,9 +175,10 @@ impl Store {
         Ok(store)
     }
 
-    /// Gives what this process just created in the store (`paths`) to the store directory's owner, when
-    /// that is someone else (the CLI run as root on `serve`'s quarantine): `serve` must still be
-    /// able to write `tmp`, and its user to read every entry. Not being allowed is not an error.
+    /// Gives what this process just created in the store (`paths`) to the store directory's
+    /// owner, when that is someone else (the CLI run as root on `serve`'s quarantine): `serve`
+    /// must still be able to write `tmp`, and its user to read every entry. Not being allowed is
+    /// not an error.
     fn adopt(&self, paths: &[&Path]) {
         let Ok(dir) = fs::metadata(&self.dir) else { return };
         for path in paths {

@@ -36,9 +36,9 @@
 //!   which spamware imitates badly. Twenty orders: FN at 0.1% FP on half fold 2 2.23 -> 1.85 %
 //!   (better in 18), fold 1 1.43 -> 1.38, 1-AUC better in all 20 on fold 2 and the time split
 //!   (0.069 -> 0.057 %), whose FN at 0.1% FP moved 4.09 -> 4.39 (better in 5, within its spread:
-//!   standard error 0.20). Runs of one name count once. Triples of names as well as pairs were better still
-//!   on fold 2 (1.47) but worse on fold 1 (1.50) and the time split (5.61): too close to one
-//!   sender's fingerprint; the whole sequence as one feature did nothing;
+//!   standard error 0.20). Runs of one name count once. Triples of names as well as pairs were
+//!   better still on fold 2 (1.47) but worse on fold 1 (1.50) and the time split (5.61): too
+//!   close to one sender's fingerprint; the whole sequence as one feature did nothing;
 //! - how `From:` is written, with the words and addresses taken out (`fsh:"" <x@x>`, `fsh:x@x`,
 //!   `fsh:x x <x@x>`): mail programs write a name and an address; spamware often a bare address,
 //!   an empty name or an address in brackets alone (bare address: ham 2.8 %, spam 18 %; a name
